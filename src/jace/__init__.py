@@ -1,0 +1,54 @@
+"""jace: Japanese cross-encoders.
+
+Score pairs with a reranker, LoRA-fine-tune it into a regression model, caption image お題 with
+Qwen2.5-VL, and prune context by query with a PruningEncoder.
+
+Example:
+    >>> from jace import RerankerCrossEncoderClient
+    >>> client = RerankerCrossEncoderClient()  # doctest: +SKIP
+    >>> client.run([("お題", "回答")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "RerankerCrossEncoderClient": "jace.scoring",
+    "DEFAULT_MODEL": "jace.scoring",
+    "LoraTrainingConfig": "jace.training",
+    "TrainingResult": "jace.training",
+    "train_with_lora": "jace.training",
+    "export_merged_model": "jace.export",
+    "TargetScaler": "jace.scaling",
+    "load_humor": "jace.data",
+    "load_pairs": "jace.data",
+    "grouped_split": "jace.data",
+    "PairColumns": "jace.data",
+    "DataValidationError": "jace.data",
+    "evaluate_predictions": "jace.metrics",
+    "QwenCaptionClient": "jace.caption",
+    "PruningEncoder": "jace.pruning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from jace.caption import QwenCaptionClient
+    from jace.data import DataValidationError, PairColumns, grouped_split, load_humor, load_pairs
+    from jace.export import export_merged_model
+    from jace.metrics import evaluate_predictions
+    from jace.pruning import PruningEncoder
+    from jace.scaling import TargetScaler
+    from jace.scoring import DEFAULT_MODEL, RerankerCrossEncoderClient
+    from jace.training import LoraTrainingConfig, TrainingResult, train_with_lora
+
+
+def __getattr__(name: str) -> Any:
+    # Imports are lazy so that `jace --help` and light modules do not pay for torch/transformers.
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'jace' has no attribute {name!r}")

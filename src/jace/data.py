@@ -1,0 +1,222 @@
+"""Reading, validating and splitting pair datasets (humor お題/回答 pairs, JSTS, any CSV/JSONL/Parquet).
+
+Every file that enters jace passes :func:`validate_frame`, so a bad row is reported by file, row
+and column instead of silently turning into a wrong number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HUMOR_HUB_ID = "iammytoo/japanese-humor-evaluation-v2"
+HUMOR_COLUMNS = ("odai_type", "odai", "response", "score")
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+class DataValidationError(ValueError):
+    """A dataset is malformed; the message names the file, the row and the column."""
+
+
+@dataclass(frozen=True)
+class PairColumns:
+    """Which columns hold the two texts of a pair, the target, and the prompt group.
+
+    Example:
+        >>> PairColumns(first="sentence1", second="sentence2", label="label", group=None)
+        PairColumns(first='sentence1', second='sentence2', label='label', group=None)
+    """
+
+    first: str = "odai"
+    second: str = "response"
+    label: str | None = "score"
+    group: str | None = "odai_id"
+
+
+HUMOR = PairColumns()
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataValidationError(
+            f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}."
+        )
+    return suffix
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, TSV, JSONL, JSON or Parquet file into a DataFrame with text kept as text."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    suffix = _suffix(path)
+    if suffix in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+
+
+def iter_table_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """Yield a CSV/TSV/JSONL file in chunks of ``chunk_size`` rows, in bounded memory.
+
+    The index of each chunk continues from the previous one, so row numbers in errors are global.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    suffix = _suffix(path)
+    if suffix in (".csv", ".tsv"):
+        reader = pd.read_csv(
+            path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False, chunksize=chunk_size
+        )
+    elif suffix == ".jsonl":
+        reader = pd.read_json(path, lines=True, dtype=False, chunksize=chunk_size)
+    else:  # JSON and Parquet are not streamed row-wise; they are read whole, then sliced.
+        frame = read_table(path)
+        for start in range(0, len(frame), chunk_size):
+            yield frame.iloc[start : start + chunk_size]
+        return
+    with reader:
+        yield from reader
+
+
+def _row_label(source: str, index: object) -> str:
+    """'file.csv row 7 (line 8)' for CSV-like sources (header on line 1), else 'source row 7'."""
+    row = int(index) + 1 if isinstance(index, (int, np.integer)) else index
+    if isinstance(row, int) and source.lower().endswith((".csv", ".tsv")):
+        return f"{source} row {row} (line {row + 1})"
+    return f"{source} row {row}"
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    source: str,
+    text_columns: Sequence[str],
+    numeric_columns: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Check that the text columns hold non-empty strings and numeric columns finite numbers.
+
+    Returns a copy with the numeric columns converted to float. ``source`` names the file in errors.
+
+    Example:
+        >>> df = pd.DataFrame({"odai": ["お題"], "response": ["回答"], "score": ["2.5"]})
+        >>> validate_frame(df, "x.csv", ["odai", "response"], ["score"])["score"].tolist()
+        [2.5]
+    """
+    required = [*text_columns, *numeric_columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing column(s) {missing}; found {list(frame.columns)}. "
+            f"Rename the columns or pass the column names explicitly."
+        )
+    frame = frame.copy()
+    for column in text_columns:
+        values = frame[column]
+        bad = values.map(lambda v: not isinstance(v, str) or not v.strip())
+        if bad.any():
+            index = bad[bad].index[0]
+            raise DataValidationError(
+                f"{_row_label(source, index)}, column {column!r}: empty or non-text value {values[index]!r} "
+                f"({int(bad.sum())} such row(s)). Fill in or drop these rows."
+            )
+    for column in numeric_columns:
+        numbers = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        bad = ~np.isfinite(numbers.to_numpy())
+        if bad.any():
+            index = frame.index[np.flatnonzero(bad)[0]]
+            raise DataValidationError(
+                f"{_row_label(source, index)}, column {column!r}: {frame[column][index]!r} is not a finite number "
+                f"({int(bad.sum())} such row(s)). Fix or drop these rows."
+            )
+        frame[column] = numbers
+    return frame
+
+
+def load_pairs(
+    source: str | Path | pd.DataFrame,
+    columns: PairColumns = HUMOR,
+    *,
+    split: str = "train",
+    require_label: bool = True,
+) -> pd.DataFrame:
+    """Load and validate a pair dataset from a file, a DataFrame, or a Hugging Face Hub id.
+
+    The humor dataset is ``load_pairs("iammytoo/japanese-humor-evaluation-v2")`` or any
+    CSV/JSONL/Parquet with the columns ``odai_type, odai, response, score`` (``odai_id`` optional).
+
+    Example:
+        >>> df = load_pairs(pd.DataFrame({"odai": ["お題"], "response": ["回答"], "score": [1.0]}))
+        >>> len(df)
+        1
+    """
+    if isinstance(source, pd.DataFrame):
+        frame, name = source.reset_index(drop=True), "<DataFrame>"
+    elif Path(source).exists():
+        frame, name = read_table(source), str(source)
+    elif isinstance(source, str) and source.count("/") == 1 and not Path(source).suffix:
+        from datasets import load_dataset
+
+        frame, name = load_dataset(source, split=split).to_pandas(), f"{source}[{split}]"
+    else:
+        raise FileNotFoundError(f"{source}: no such file, and not a Hugging Face Hub dataset id (org/name).")
+    numeric = [columns.label] if (require_label and columns.label) else []
+    return validate_frame(frame, name, [columns.first, columns.second], numeric)
+
+
+def load_humor(source: str | Path | pd.DataFrame = HUMOR_HUB_ID, *, split: str = "train") -> pd.DataFrame:
+    """Load the humor dataset (hub id or file) and check its columns ``odai_type, odai, response, score``."""
+    frame = load_pairs(source, HUMOR, split=split)
+    if "odai_type" not in frame.columns:
+        raise DataValidationError(f"{source}: missing column 'odai_type' (text or image); found {list(frame.columns)}.")
+    return frame
+
+
+def prompt_groups(frame: pd.DataFrame, columns: PairColumns = HUMOR) -> pd.Series:
+    """The prompt each row belongs to: ``odai_id`` when present, else the お題 text itself."""
+    if columns.group and columns.group in frame.columns:
+        return frame[columns.group].astype(str)
+    return frame[columns.first].astype(str)
+
+
+def grouped_split(
+    frame: pd.DataFrame,
+    *,
+    validation_size: float = 0.1,
+    test_size: float = 0.1,
+    seed: int = 42,
+    columns: PairColumns = HUMOR,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split into train/validation/test by prompt, so that no prompt appears in two splits.
+
+    Sizes are fractions of the prompts. The split is reproducible for a given ``seed``.
+
+    Example:
+        >>> df = pd.DataFrame({"odai": list("aabbccddee"), "response": list("xyxyxyxyxy"), "score": range(10)})
+        >>> train, val, test = grouped_split(df, validation_size=0.2, test_size=0.2)
+        >>> set(train.odai) & set(test.odai)
+        set()
+    """
+    if not (0 <= validation_size < 1 and 0 <= test_size < 1 and validation_size + test_size < 1):
+        raise ValueError(
+            f"validation_size ({validation_size}) and test_size ({test_size}) must be fractions summing below 1."
+        )
+    groups = prompt_groups(frame, columns)
+    unique = np.array(sorted(groups.unique()))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(unique)
+    n_test = int(math.floor(len(unique) * test_size + 0.5))
+    n_val = int(math.floor(len(unique) * validation_size + 0.5))
+    test_groups = set(unique[:n_test])
+    val_groups = set(unique[n_test : n_test + n_val])
+    in_test = groups.isin(test_groups)
+    in_val = groups.isin(val_groups)
+    train = frame[~in_test & ~in_val].reset_index(drop=True)
+    return train, frame[in_val].reset_index(drop=True), frame[in_test].reset_index(drop=True)

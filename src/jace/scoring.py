@@ -1,0 +1,219 @@
+"""Scoring (query, passage) and (お題, 回答) pairs with a cross-encoder reranker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from jace.batching import run_batched
+from jace.data import HUMOR, PairColumns
+from jace.device import resolve_device, resolve_dtype
+from jace.scaling import TargetScaler
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from jace.training import LoraTrainingConfig, TrainingResult
+
+DEFAULT_MODEL = "hotchpotch/japanese-reranker-cross-encoder-large-v1"
+ADAPTER_CONFIG = "adapter_config.json"
+
+Pair = tuple[str, str]
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[Sequence[str]], max_length: int) -> dict[str, list[list[int]]]:
+    """Tokenize pairs without padding (dynamic padding happens per batch), truncating to ``max_length``.
+
+    Raises a ValueError naming the first pair that is not two strings.
+    """
+    firsts, seconds = [], []
+    for index, pair in enumerate(pairs):
+        if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
+            raise ValueError(f"pair {index} must be two strings (query, passage), got {pair!r}.")
+        firsts.append(pair[0])
+        seconds.append(pair[1])
+    if not firsts:
+        return {"input_ids": []}
+    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    return {key: list(value) for key, value in encoded.items()}
+
+
+def read_adapter_base(path: str | Path) -> str | None:
+    """The base model a LoRA adapter folder was trained on, or None if ``path`` is not an adapter folder."""
+    config = Path(path) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]
+
+
+def load_sequence_regressor(
+    name_or_path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any
+) -> PreTrainedModel:
+    """Load a single-logit sequence classifier; a bare encoder (e.g. MiniLM) gets a new 1-logit head."""
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if config.num_labels != 1:
+        architectures = config.architectures or []
+        if any("ForSequenceClassification" in arch for arch in architectures):
+            raise ValueError(
+                f"{name_or_path} is a classifier with {config.num_labels} labels; jace needs a single-logit "
+                "cross-encoder (a reranker), or a bare encoder to put a new regression head on."
+            )
+        config.num_labels = 1
+    return AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, config=config, trust_remote_code=trust_remote_code, **kwargs
+    )
+
+
+class RerankerCrossEncoderClient:
+    """A Japanese cross-encoder reranker that scores pairs in 0..1.
+
+    ``model_name`` is a hub id, a local model folder, a merged export, or a LoRA adapter folder
+    written by :meth:`train_with_lora` (its base model is loaded, then the adapter is merged in).
+
+    Example:
+        >>> client = RerankerCrossEncoderClient()  # doctest: +SKIP
+        >>> client.run([("今日の天気は？", "晴れです。"), ("今日の天気は？", "猫が好き。")])  # doctest: +SKIP
+        [0.91, 0.02]
+    """
+
+    def __init__(
+        self,
+        model_name: str | Path = DEFAULT_MODEL,
+        device: str | torch.device | None = None,
+        max_length: int = 512,
+        *,
+        dtype: str | torch.dtype | None = None,
+        max_batch_tokens: int | None = 16384,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.max_length = max_length
+        self.max_batch_tokens = max_batch_tokens
+        self.trust_remote_code = trust_remote_code
+        self.scaler: TargetScaler | None = None
+        self.adapter_path: str | None = None
+        adapter_base = read_adapter_base(model_name)
+        self.base_model_name = str(adapter_base or model_name)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_name), trust_remote_code=trust_remote_code)
+        self.model = self._load_base()
+        if adapter_base is not None:
+            self.load_lora_adapter(model_name)
+        elif Path(model_name).is_dir():
+            self.scaler = TargetScaler.load(model_name)
+
+    def _load_base(self) -> PreTrainedModel:
+        model = load_sequence_regressor(self.base_model_name, trust_remote_code=self.trust_remote_code)
+        return model.to(self.device, self.dtype).eval()
+
+    def load_lora_adapter(self, path: str | Path) -> None:
+        """Apply a LoRA adapter folder (with its trained head and target scaler) and merge it for fast inference.
+
+        Loading a second adapter starts again from the base model, so adapters never stack.
+        """
+        from peft import PeftModel
+
+        path = Path(path)
+        if not (path / ADAPTER_CONFIG).is_file():
+            raise FileNotFoundError(f"{path}: no {ADAPTER_CONFIG}; pass the folder written by train_with_lora (…/final).")
+        if self.adapter_path is not None:
+            self.model = self._load_base()
+        peft_model = PeftModel.from_pretrained(self.model.float(), str(path))
+        self.model = peft_model.merge_and_unload().to(self.device, self.dtype).eval()
+        self.scaler = TargetScaler.load(path)
+        self.adapter_path = str(path)
+
+    @torch.inference_mode()
+    def _logits(self, features: dict[str, list[list[int]]], indices: list[int]) -> list[float]:
+        batch = self.tokenizer.pad(
+            {key: [values[i] for i in indices] for key, values in features.items()},
+            return_tensors="pt",
+            pad_to_multiple_of=8 if self.device.type == "cuda" else None,
+        )
+        batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
+        # Upcast before the sigmoid: a half-precision sigmoid saturates and ties the top scores.
+        return self.model(**batch).logits.float().squeeze(-1).cpu().tolist()
+
+    def run(
+        self,
+        pairs: Sequence[Pair],
+        batch_size: int = 32,
+        *,
+        original_scale: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> list[float]:
+        """Score pairs: sigmoid of the model's logit (0..1), in input order.
+
+        Pairs are sorted by token length and batched under a token budget with dynamic padding.
+        With ``original_scale=True`` the scores are mapped back to the training data's scale
+        (needs a model trained by jace, which saves its target scaler).
+
+        Example:
+            >>> client.run([("お題", "回答")], original_scale=True)  # doctest: +SKIP
+            [2.71]
+        """
+        if original_scale and self.scaler is None:
+            raise ValueError(
+                "original_scale=True needs a target scaler, but this model has none (target_scaler.json); "
+                "it is saved by train_with_lora. Scores are on 0..1."
+            )
+        features = encode_pairs(self.tokenizer, pairs, self.max_length)
+        lengths = [len(ids) for ids in features["input_ids"]]
+        logits = run_batched(
+            lengths,
+            lambda indices: self._logits(features, indices),
+            batch_size=batch_size,
+            max_tokens=self.max_batch_tokens,
+            device=self.device,
+            desc="Scoring",
+            show_progress_bar=show_progress_bar,
+        )
+        scores = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        if original_scale:
+            scores = self.scaler.inverse_transform(scores)  # type: ignore[union-attr]
+        return [float(s) for s in scores]
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        *,
+        return_documents: bool = False,
+        batch_size: int = 32,
+    ) -> list[dict[str, Any]]:
+        """Rank documents for a query, best first: ``[{"corpus_id", "score"[, "text"]}]`` like CrossEncoder.rank.
+
+        Example:
+            >>> client.rank("猫の好物は？", ["魚です。", "車です。"], top_k=1)  # doctest: +SKIP
+            [{'corpus_id': 0, 'score': 0.97}]
+        """
+        scores = self.run([(query, doc) for doc in documents], batch_size=batch_size)
+        order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:top_k]
+        ranked = []
+        for i in order:
+            entry: dict[str, Any] = {"corpus_id": i, "score": scores[i]}
+            if return_documents:
+                entry["text"] = documents[i]
+            ranked.append(entry)
+        return ranked
+
+    def train_with_lora(
+        self,
+        train_dataset: "pd.DataFrame | Any | str | Path",
+        eval_dataset: "pd.DataFrame | Any | str | Path | None" = None,
+        output_dir: str | Path = "runs/reranker-lora",
+        *,
+        config: "LoraTrainingConfig | None" = None,
+        columns: PairColumns = HUMOR,
+    ) -> "TrainingResult":
+        """LoRA-fine-tune this reranker into a regression model; see :func:`jace.training.train_with_lora`."""
+        from jace.training import train_with_lora
+
+        return train_with_lora(self, train_dataset, eval_dataset, output_dir, config=config, columns=columns)
