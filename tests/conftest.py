@@ -69,10 +69,9 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     from transformers import BertTokenizerFast
 
     folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(_special() + _characters()) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    vocab.unlink()
+    tokens = _special() + _characters()
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True)
+    assert len(tokenizer) == len(tokens)
     return _save_bert_classifier(folder, tokenizer, seed=0)
 
 
@@ -91,6 +90,7 @@ def tiny_mecab_bert_dir(tmp_path_factory) -> Path:
         mecab_kwargs={"mecab_dic": "unidic_lite"},
     )
     vocab.unlink()
+    assert len(tokenizer) > 100 and tokenizer.tokenize("猫が好き") == ["猫", "が", "好", "き"]
     return _save_bert_classifier(folder, tokenizer, seed=1)
 
 

@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sentence_transformers import CrossEncoder
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from jace.data import PairColumns
+from jace.export import export_merged_model
+from jace.scoring import RerankerCrossEncoderClient
+from jace.training import LoraTrainingConfig
+
+FAST = LoraTrainingConfig(num_train_epochs=2, learning_rate=5e-3, per_device_train_batch_size=8, logging_steps=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert_dir, humor_frame, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora-run")
+    train, valid = humor_frame.iloc[:32], humor_frame.iloc[32:]
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    head_before = client.model.classifier.weight.detach().clone()
+    result = client.train_with_lora(train, valid, out, config=FAST)
+    return client, result, valid, head_before
+
+
+def test_final_folder_holds_adapter_head_tokenizer_scaler_and_summary(trained):
+    _, result, _, _ = trained
+    files = {p.name for p in result.final_dir.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "target_scaler.json", "training_summary.json"} <= files
+    assert any(name.startswith("tokenizer") or name == "vocab.txt" for name in files)
+    config = json.loads((result.final_dir / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["lora_alpha"] == 16 and config["lora_dropout"] == 0.1
+    assert "classifier" in config["modules_to_save"]
+    summary = json.loads((result.final_dir / "training_summary.json").read_text())
+    assert summary["hyperparameters"]["loss"] == "bce"
+    assert summary["data"]["train"]["rows"] == 32
+    assert summary["target_scaler"] == {"minimum": 0.0, "maximum": 4.0}
+    assert "eval_spearman" in summary["metrics"]["eval_best"]
+
+
+def test_classification_head_is_trained(trained):
+    client, _, _, head_before = trained
+    head_after = client.model.base_model.model.classifier.modules_to_save["default"].weight
+    assert not torch.allclose(head_before, head_after)
+
+
+def test_reloaded_adapter_gives_same_scores_as_model_in_memory(trained):
+    client, result, valid, _ = trained
+    pairs = list(zip(valid.odai, valid.response))
+    in_memory = client.run(pairs)
+    reloaded = RerankerCrossEncoderClient(str(result.final_dir), device="cpu")
+    assert reloaded.run(pairs) == pytest.approx(in_memory, abs=1e-5)
+    assert reloaded.run(pairs, original_scale=True) == pytest.approx(
+        [s * 4.0 for s in in_memory], abs=1e-4
+    )
+
+
+def test_load_lora_adapter_twice_does_not_stack(trained, tiny_bert_dir):
+    client, result, valid, _ = trained
+    pairs = list(zip(valid.odai, valid.response))
+    other = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    other.load_lora_adapter(result.final_dir)
+    once = other.run(pairs)
+    other.load_lora_adapter(result.final_dir)
+    assert other.run(pairs) == pytest.approx(once, abs=1e-6)
+
+
+def test_merged_export_loads_in_transformers_and_cross_encoder_with_same_scores(trained, tmp_path):
+    client, result, valid, _ = trained
+    pairs = list(zip(valid.odai, valid.response))
+    expected = client.run(pairs)
+    merged = export_merged_model(result.final_dir, tmp_path / "merged")
+    assert not (merged / "adapter_config.json").exists()
+    ce = CrossEncoder(str(merged), device="cpu")
+    assert ce.predict(pairs).tolist() == pytest.approx(expected, abs=1e-5)
+    tok = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    with torch.no_grad():
+        logits = model(**tok([p[0] for p in pairs], [p[1] for p in pairs], padding=True, return_tensors="pt")).logits
+    assert torch.sigmoid(logits).squeeze(-1).tolist() == pytest.approx(expected, abs=1e-5)
+    assert (merged / "target_scaler.json").is_file()
+
+
+def test_training_learns_a_simple_signal(tiny_bert_dir, tmp_path):
+    # Score is 4 when the answer mentions 猫, else 0: a tiny model must pick this up.
+    rows = []
+    for i in range(48):
+        cat = i % 2 == 0
+        rows.append({"odai": f"お題{i % 6}", "response": ("猫" if cat else "犬") * 8, "score": 4.0 if cat else 0.0})
+    frame = pd.DataFrame(rows)
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    config = LoraTrainingConfig(num_train_epochs=8, learning_rate=1e-2, per_device_train_batch_size=8, warmup_ratio=0.0)
+    client.train_with_lora(frame, frame, tmp_path, config=config, columns=PairColumns(group=None))
+    scores = np.array(client.run(list(zip(frame.odai, frame.response)), original_scale=True))
+    assert scores[::2].mean() > scores[1::2].mean() + 1.0
+
+
+def test_training_with_other_columns_and_no_eval(tiny_mecab_bert_dir, tmp_path):
+    frame = pd.DataFrame(
+        {"sentence1": ["猫が好き", "犬が好き", "晴れです", "雨です"] * 3, "sentence2": ["猫", "犬", "晴れ", "雨"] * 3, "label": [5.0, 4.0, 1.0, 0.0] * 3}
+    )
+    columns = PairColumns(first="sentence1", second="sentence2", label="label", group=None)
+    client = RerankerCrossEncoderClient(str(tiny_mecab_bert_dir), device="cpu")
+    result = client.train_with_lora(frame, None, tmp_path, config=LoraTrainingConfig(max_steps=2), columns=columns)
+    assert (result.final_dir / "adapter_model.safetensors").is_file()
+    assert not list(tmp_path.glob(".final.tmp-*"))
+
+
+def test_bad_training_data_is_rejected_with_row_and_column(tiny_bert_dir, humor_frame, tmp_path):
+    bad = humor_frame.copy()
+    bad.loc[5, "score"] = float("nan")
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    with pytest.raises(ValueError, match=r"row 6.*'score'"):
+        client.train_with_lora(bad, None, tmp_path)
+
+
+def test_invalid_config_values_are_rejected():
+    with pytest.raises(ValueError, match="loss"):
+        LoraTrainingConfig(loss="hinge")
+    with pytest.raises(ValueError):
+        LoraTrainingConfig(r=0)
