@@ -1,0 +1,249 @@
+"""The ``jace`` command line: train, evaluate, score, export, and the offline demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from jace.data import PairColumns
+
+app = typer.Typer(
+    help="jace: Japanese cross-encoders. Score pairs, LoRA-fine-tune a reranker into a regression model, "
+    "caption image お題, and prune context by query.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DEFAULT_MODEL = "hotchpotch/japanese-reranker-cross-encoder-large-v1"
+
+FirstColumn = typer.Option("odai", "--first-column", help="Column with the query / お題.")
+SecondColumn = typer.Option("response", "--second-column", help="Column with the passage / 回答.")
+LabelColumn = typer.Option("score", "--label-column", help="Column with the numeric target.")
+GroupColumn = typer.Option("odai_id", "--group-column", help="Prompt id for per-prompt metrics (falls back to the first column).")
+DeviceOption = typer.Option(None, "--device", help="cuda, mps or cpu (default: best available).")
+BatchSize = typer.Option(32, "--batch-size", min=1, help="Maximum pairs per inference batch.")
+
+
+def _columns(first: str, second: str, label: Optional[str], group: Optional[str]) -> PairColumns:
+    return PairColumns(first=first, second=second, label=label, group=group)
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  jace train --train data/humor_train.csv --eval data/humor_validation.csv --output-dir runs/humor\n\n"
+    "  jace train --train iammytoo/japanese-humor-evaluation-v2 --output-dir runs/humor --epochs 5\n\n"
+    "  jace train --train jsts_train.jsonl --eval jsts_valid.jsonl --first-column sentence1 "
+    "--second-column sentence2 --label-column label --model path/to/model --output-dir runs/jsts\n\n"
+    "  torchrun --nproc_per_node 2 -m jace train --train data.csv --output-dir runs/ddp"
+)
+def train(
+    train_data: str = typer.Option(..., "--train", help="Training data: CSV/JSONL/Parquet file or hub dataset id."),
+    eval_data: Optional[str] = typer.Option(
+        None, "--eval", help="Validation data. Without it, a prompt-grouped split of --train is held out."
+    ),
+    output_dir: Path = typer.Option(Path("runs/reranker-lora"), "--output-dir", help="Run folder; the adapter goes to OUTPUT_DIR/final."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base reranker: hub id or local folder."),
+    epochs: float = typer.Option(5.0, "--epochs", help="Training epochs."),
+    learning_rate: float = typer.Option(2e-5, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Training batch size per process."),
+    loss: str = typer.Option("bce", "--loss", help="bce (BCE-with-logits) or mse (MSE on the sigmoid)."),
+    max_length: int = typer.Option(512, "--max-length", min=8, help="Truncate pairs to this many tokens."),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N optimizer steps (overrides --epochs)."),
+    lora_r: int = typer.Option(8, "--lora-r", min=1, help="LoRA rank."),
+    lora_alpha: int = typer.Option(16, "--lora-alpha", help="LoRA alpha."),
+    lora_dropout: float = typer.Option(0.1, "--lora-dropout", help="LoRA dropout."),
+    metric: str = typer.Option("spearman", "--metric", help="Eval metric that picks the best epoch (spearman, ndcg@5, loss, …)."),
+    validation_size: float = typer.Option(0.1, "--validation-size", help="Prompt fraction held out when --eval is absent."),
+    split_seed: int = typer.Option(42, "--seed", help="Seed for the split and training."),
+    merge_to: Optional[Path] = typer.Option(None, "--merge-to", help="Also export a merged standalone model here."),
+    device: Optional[str] = DeviceOption,
+    first: str = FirstColumn,
+    second: str = SecondColumn,
+    label: str = LabelColumn,
+    group: str = GroupColumn,
+) -> None:
+    """LoRA-fine-tune a reranker into a regression model (BCE on min-max-scaled targets)."""
+    from jace.data import grouped_split, load_pairs
+    from jace.scoring import RerankerCrossEncoderClient
+    from jace.training import LoraTrainingConfig
+
+    columns = _columns(first, second, label, group)
+    config = LoraTrainingConfig(
+        r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, loss=loss, learning_rate=learning_rate,
+        num_train_epochs=epochs, per_device_train_batch_size=batch_size, max_length=max_length,
+        metric_for_best_model=metric, max_steps=max_steps, seed=split_seed,
+    )  # fmt: skip
+    train_frame = load_pairs(train_data, columns, split="train")
+    if eval_data is None:
+        train_frame, eval_frame, _ = grouped_split(
+            train_frame, validation_size=validation_size, test_size=0.0, seed=split_seed, columns=columns
+        )
+        typer.echo(f"held out {len(eval_frame)} rows (whole prompts) of --train for validation", err=True)
+    else:
+        eval_frame = load_pairs(eval_data, columns, split="validation")
+    client = RerankerCrossEncoderClient(model, device=device, max_length=max_length)
+    result = client.train_with_lora(train_frame, eval_frame, output_dir, config=config, columns=columns)
+    typer.echo(f"adapter saved to {result.final_dir}")
+    typer.echo(json.dumps(result.metrics, indent=2, ensure_ascii=False))
+    if merge_to is not None:
+        from jace.export import export_merged_model
+
+        typer.echo(f"merged model saved to {export_merged_model(result.final_dir, merge_to)}")
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  jace evaluate --model runs/humor/final --data data/humor_validation.csv\n\n"
+    "  jace evaluate --model runs/humor/final --data test.csv --report report.json --plot report.png"
+)
+def evaluate(
+    model: str = typer.Option(..., "--model", help="Model folder (adapter, merged export) or hub id."),
+    data: str = typer.Option(..., "--data", help="Labelled data: CSV/JSONL/Parquet file or hub id."),
+    split: str = typer.Option("test", "--split", help="Split name when --data is a hub id."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the metrics as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Save a PNG: predicted vs. true, per-prompt NDCG histogram."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Also write the rows with predicted_score (CSV/JSONL)."),
+    batch_size: int = BatchSize,
+    device: Optional[str] = DeviceOption,
+    first: str = FirstColumn,
+    second: str = SecondColumn,
+    label: str = LabelColumn,
+    group: str = GroupColumn,
+) -> None:
+    """Evaluate a model: MSE, RMSE, R², Pearson, Spearman, per-prompt NDCG@k, and a per-odai_type breakdown."""
+    from jace.data import load_pairs, prompt_groups
+    from jace.metrics import evaluate_predictions, format_report, plot_report, save_report
+    from jace.scoring import RerankerCrossEncoderClient
+
+    columns = _columns(first, second, label, group)
+    frame = load_pairs(data, columns, split=split)
+    client = RerankerCrossEncoderClient(model, device=device)
+    scaled = client.scaler is not None
+    scores = client.run(list(zip(frame[first], frame[second])), batch_size=batch_size, original_scale=scaled)
+    groups = prompt_groups(frame, columns).tolist()
+    types = frame["odai_type"].tolist() if "odai_type" in frame.columns else None
+    result = evaluate_predictions(frame[label].to_numpy(float), scores, groups, types)
+    result["model"] = model
+    result["data"] = data
+    result["score_scale"] = "original (target scaler)" if scaled else "sigmoid 0..1"
+    typer.echo(format_report(result))
+    if report:
+        save_report(result, report)
+        typer.echo(f"report: {report}")
+    if plot:
+        plot_report(frame[label].to_numpy(float), scores, groups, plot)
+        typer.echo(f"plot: {plot}")
+    if predictions:
+        out = frame.assign(predicted_score=scores)
+        if predictions.suffix == ".jsonl":
+            out.to_json(predictions, orient="records", lines=True, force_ascii=False)
+        else:
+            out.to_csv(predictions, index=False)
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  jace score --model runs/humor/final pairs.csv scored.csv\n\n"
+    "  jace score --model runs/humor/final big.jsonl scored.jsonl --chunk-size 50000 --original-scale\n\n"
+    "  torchrun --nproc_per_node 4 -m jace score --model M big.csv out.csv   # one shard per process\n\n"
+    "  jace merge-shards out.csv --num-shards 4"
+)
+def score(
+    input_path: Path = typer.Argument(..., help="CSV or JSONL with the pairs."),
+    output_path: Path = typer.Argument(..., help="CSV or JSONL to write: the same rows plus predicted_score."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model folder or hub id."),
+    chunk_size: int = typer.Option(10_000, "--chunk-size", min=1, help="Rows read, scored and written at a time."),
+    original_scale: bool = typer.Option(False, "--original-scale", help="Map scores back to the training scale."),
+    shard_index: Optional[int] = typer.Option(None, "--shard-index", help="This process's shard (default: $RANK or 0)."),
+    num_shards: Optional[int] = typer.Option(None, "--num-shards", help="Number of shards (default: $WORLD_SIZE or 1)."),
+    batch_size: int = BatchSize,
+    device: Optional[str] = DeviceOption,
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16."),
+    first: str = FirstColumn,
+    second: str = SecondColumn,
+) -> None:
+    """Score every pair of a file in bounded memory; write the rows plus predicted_score."""
+    import os
+
+    from jace.scoring import RerankerCrossEncoderClient
+    from jace.streaming import Shard, score_file
+
+    env = Shard.from_env()
+    shard = Shard(env.index if shard_index is None else shard_index, env.count if num_shards is None else num_shards)
+    if device is None and shard.count > 1 and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    client = RerankerCrossEncoderClient(model, device=device, dtype=dtype)
+    path, rows = score_file(
+        client, input_path, output_path, _columns(first, second, None, None),
+        chunk_size=chunk_size, batch_size=batch_size, original_scale=original_scale, shard=shard,
+    )  # fmt: skip
+    typer.echo(f"wrote {rows} rows to {path}")
+
+
+@app.command("merge-shards", epilog="Example:\n\n  jace merge-shards scored.csv --num-shards 4")
+def merge_shards_command(
+    output_path: Path = typer.Argument(..., help="The OUTPUT given to the sharded `jace score` runs."),
+    num_shards: int = typer.Option(..., "--num-shards", min=1, help="How many shards were written."),
+) -> None:
+    """Merge the shard files of a sharded `jace score` run back into input order."""
+    from jace.streaming import merge_shards
+
+    path, rows = merge_shards(output_path, num_shards)
+    typer.echo(f"wrote {rows} rows to {path}")
+
+
+@app.command(epilog="Example:\n\n  jace export runs/humor/final runs/humor/merged")
+def export(
+    adapter_dir: Path = typer.Argument(..., help="A LoRA run's final folder."),
+    output_dir: Path = typer.Argument(..., help="Where to write the merged standalone model."),
+) -> None:
+    """Merge a LoRA adapter into a standalone folder for transformers and sentence-transformers CrossEncoder."""
+    from jace.export import export_merged_model
+
+    typer.echo(f"merged model saved to {export_merged_model(adapter_dir, output_dir)}")
+
+
+@app.command(epilog="Example:\n\n  jace demo --output-dir runs/demo --data-dir ../shared/data")
+def demo(
+    output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="Where the demo writes its run."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with humor_train.csv (default: ../shared/data or $JACE_DATA_DIR)."),
+    train_rows: int = typer.Option(800, "--train-rows", help="Training rows to sample (whole prompts)."),
+) -> None:
+    """Offline end-to-end demo: fine-tune the MiniLM stand-in on a humor sample, evaluate, export and score."""
+    from jace.demo import run_demo
+
+    run_demo(output_dir, data_dir, train_rows=train_rows)
+
+
+def _register_optional_commands() -> None:
+    for module in ("jace.caption_cli", "jace.pruning.cli"):
+        try:
+            __import__(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+def main() -> None:
+    """Entry point of the ``jace`` console script: user errors print one line and exit 2."""
+    from jace.data import DataValidationError
+
+    _register_optional_commands()
+    try:
+        app()
+    except (DataValidationError, FileNotFoundError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from jace.cli import app
+from jace.scoring import RerankerCrossEncoderClient
+from jace.streaming import Shard, merge_shards, score_file
+from jace.data import PairColumns
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "score", "export", "demo", "merge-shards"])
+def test_every_command_has_help_with_examples(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output
+
+
+def test_score_writes_same_rows_plus_predicted_score_in_order(tiny_bert_dir, humor_frame, tmp_path):
+    src = tmp_path / "in.csv"
+    humor_frame.to_csv(src, index=False)
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["score", str(src), str(out), "--model", str(tiny_bert_dir), "--chunk-size", "7", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    scored = pd.read_json(out, lines=True, dtype=False)
+    assert list(scored.columns) == [*humor_frame.columns, "predicted_score"]
+    assert scored["response"].tolist() == humor_frame["response"].tolist()
+    expected = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu").run(list(zip(humor_frame.odai, humor_frame.response)))
+    assert scored["predicted_score"].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_sharded_scoring_merges_back_to_input_order(tiny_bert_dir, humor_frame, tmp_path):
+    src = tmp_path / "in.csv"
+    humor_frame.to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    columns = PairColumns(label=None)
+    counts = [score_file(client, src, out, columns, chunk_size=5, shard=Shard(i, 3), show_progress_bar=False)[1] for i in range(3)]
+    assert sum(counts) == len(humor_frame)
+    path, rows = merge_shards(out, 3, chunk_size=4)
+    merged = pd.read_csv(path)
+    assert rows == len(humor_frame)
+    assert merged["response"].tolist() == humor_frame["response"].tolist()
+    single, _ = score_file(client, src, tmp_path / "single.csv", columns, show_progress_bar=False)
+    assert merged["predicted_score"].tolist() == pytest.approx(pd.read_csv(single)["predicted_score"].tolist(), abs=1e-6)
+
+
+def test_score_reports_empty_text_with_file_row_and_column(tiny_bert_dir, humor_frame, tmp_path):
+    src = tmp_path / "in.csv"
+    bad = humor_frame.copy()
+    bad.loc[9, "response"] = ""
+    bad.to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "jace", "score", str(src), str(out), "--model", str(tiny_bert_dir), "--device", "cpu"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2
+    assert "in.csv row 10 (line 11), column 'response'" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.csv.tmp-*"))
+
+
+def test_train_evaluate_cli_round_trip(tiny_bert_dir, humor_frame, tmp_path):
+    train, valid = tmp_path / "train.csv", tmp_path / "valid.jsonl"
+    humor_frame.iloc[:32].to_csv(train, index=False)
+    humor_frame.iloc[32:].to_json(valid, orient="records", lines=True, force_ascii=False)
+    run = tmp_path / "run"
+    result = runner.invoke(app, [
+        "train", "--train", str(train), "--eval", str(valid), "--model", str(tiny_bert_dir), "--output-dir", str(run),
+        "--epochs", "1", "--lr", "1e-3", "--device", "cpu", "--merge-to", str(tmp_path / "merged"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (run / "final" / "adapter_config.json").is_file() and (tmp_path / "merged" / "config.json").is_file()
+    report, plot = tmp_path / "report.json", tmp_path / "plot.png"
+    result = runner.invoke(app, ["evaluate", "--model", str(run / "final"), "--data", str(valid), "--report", str(report), "--plot", str(plot), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert set(data["by_type"]) == {"image", "text"}
+    assert data["overall"]["n_prompts"] == 4 and "ndcg@5" in data["overall"]
+    assert plot.stat().st_size > 1000
+    assert "ndcg@5_global (secondary)" in result.output
+
+
+def test_train_without_eval_holds_out_whole_prompts(tiny_bert_dir, humor_frame, tmp_path):
+    train = tmp_path / "train.csv"
+    humor_frame.to_csv(train, index=False)
+    result = runner.invoke(app, ["train", "--train", str(train), "--model", str(tiny_bert_dir), "--output-dir", str(tmp_path / "r"), "--max-steps", "1", "--validation-size", "0.25", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "r" / "final" / "training_summary.json").read_text())
+    assert summary["data"]["eval"]["prompts"] == 3 and summary["data"]["train"]["prompts"] == 9
+
+
+def test_missing_column_is_a_clear_cli_error(tiny_bert_dir, tmp_path):
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"odai": ["a"], "answer": ["b"], "score": [1]}).to_csv(src, index=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "jace", "train", "--train", str(src), "--model", str(tiny_bert_dir)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2
+    assert "missing column(s) ['response']" in result.stderr
