@@ -212,8 +212,11 @@ class RerankerCrossEncoderClient:
         *,
         config: "LoraTrainingConfig | None" = None,
         columns: PairColumns = HUMOR,
+        callbacks: list[Any] | None = None,
     ) -> "TrainingResult":
         """LoRA-fine-tune this reranker into a regression model; see :func:`jace.training.train_with_lora`."""
         from jace.training import train_with_lora
 
-        return train_with_lora(self, train_dataset, eval_dataset, output_dir, config=config, columns=columns)
+        return train_with_lora(
+            self, train_dataset, eval_dataset, output_dir, config=config, columns=columns, callbacks=callbacks
+        )

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, EvalPrediction, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 
 from jace.atomic import atomic_directory
 from jace.data import HUMOR, PairColumns, load_pairs, prompt_groups
@@ -180,11 +180,13 @@ def train_with_lora(
     *,
     config: LoraTrainingConfig | None = None,
     columns: PairColumns = HUMOR,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> TrainingResult:
     """Fine-tune ``client``'s model with LoRA; write ``output_dir/final`` (adapter, head, tokenizer, scaler, summary).
 
     Datasets may be DataFrames, ``datasets.Dataset`` objects or file paths with the columns named
-    by ``columns`` (humor: ``odai``, ``response``, ``score``). Evaluation runs every epoch and
+    by ``columns`` (humor: ``odai``, ``response``, ``score``). ``callbacks`` are passed to the
+    ``Trainer`` (e.g. early stopping or a time budget). Evaluation runs every epoch and
     the best epoch (``config.metric_for_best_model``) is the one saved. Runs unchanged under
     ``torchrun``/``accelerate launch`` (DDP); only the main process writes ``final``.
 
@@ -255,6 +257,7 @@ def train_with_lora(
         ),
         compute_metrics=_metrics_fn(eval_frame, scaler, columns) if has_eval else None,
         loss=config.loss,
+        callbacks=callbacks,
     )
     started = time.perf_counter()
     train_output = trainer.train()
