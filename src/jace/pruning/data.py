@@ -1,0 +1,129 @@
+"""Pruning training data: validation of the row format, and a builder from SQuAD-format QA data.
+
+One row per query::
+
+    {"query": str, "texts": [str, ...], "labels": [0/1, ...],
+     "context_spans": [[[start, end], ...], ...], "context_spans_relevance": [[0/1, ...], ...],
+     "teacher_scores": [float, ...]  # optional
+     "answers": [str, ...]           # optional, used by evaluation (has-answer rate)}
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from jace.data import DataValidationError
+from jace.pruning.sentences import split_sentences
+
+REQUIRED = ("query", "texts", "labels", "context_spans", "context_spans_relevance")
+
+
+def validate_rows(rows: Iterable[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """Check every row of the pruning format; errors name the source, the row and the field."""
+    checked = []
+    for number, row in enumerate(rows, start=1):
+        where = f"{source} row {number}"
+        missing = [key for key in REQUIRED if key not in row]
+        if missing:
+            raise DataValidationError(f"{where}: missing field(s) {missing}; each row needs {list(REQUIRED)}.")
+        if not isinstance(row["query"], str) or not row["query"].strip():
+            raise DataValidationError(f"{where}, field 'query': empty or not text.")
+        texts = row["texts"]
+        lengths = {key: len(row[key]) for key in ("texts", "labels", "context_spans", "context_spans_relevance")}
+        if "teacher_scores" in row and row["teacher_scores"] is not None:
+            lengths["teacher_scores"] = len(row["teacher_scores"])
+        if not texts or len(set(lengths.values())) != 1:
+            raise DataValidationError(f"{where}: per-text fields must be non-empty and the same length, got {lengths}.")
+        for t, (text, spans, relevance) in enumerate(zip(texts, row["context_spans"], row["context_spans_relevance"])):
+            if not isinstance(text, str) or not text.strip():
+                raise DataValidationError(f"{where}, field 'texts'[{t}]: empty or not text.")
+            if len(spans) != len(relevance) or not spans:
+                raise DataValidationError(f"{where}, text {t}: {len(spans)} span(s) but {len(relevance)} relevance value(s).")
+            for start, end in spans:
+                if not 0 <= start < end <= len(text):
+                    raise DataValidationError(f"{where}, field 'context_spans'[{t}]: span [{start}, {end}] is outside the text (length {len(text)}).")
+            if any(value not in (0, 1) for value in relevance):
+                raise DataValidationError(f"{where}, field 'context_spans_relevance'[{t}]: values must be 0 or 1.")
+        checked.append(row)
+    if not checked:
+        raise DataValidationError(f"{source}: no rows.")
+    return checked
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a JSONL file of pruning rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise DataValidationError(f"{path} line {number}: not valid JSON ({error.msg}).") from None
+    return validate_rows(rows, str(path))
+
+
+def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def _relevance(spans: list[tuple[int, int]], answers: list[tuple[int, int]]) -> list[int]:
+    return [int(any(start < a_end and a_start < end for a_start, a_end in answers)) for start, end in spans]
+
+
+def build_from_squad(
+    path: str | Path, *, negatives: int = 4, seed: int = 42, language: str = "auto"
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(article_title, row)`` from a SQuAD-format file (e.g. JSQuAD).
+
+    The question's own paragraph is the positive text; the sentence(s) holding an answer span
+    are relevant. Up to ``negatives`` other paragraphs of the same article are negatives.
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if "data" not in data:
+        raise DataValidationError(f"{path}: not SQuAD format (no top-level 'data').")
+    rng = random.Random(seed)
+    for article in data["data"]:
+        paragraphs = [p["context"] for p in article["paragraphs"]]
+        spans = [split_sentences(context, language) for context in paragraphs]
+        for p_index, paragraph in enumerate(article["paragraphs"]):
+            others = [i for i in range(len(paragraphs)) if i != p_index]
+            for qa in paragraph["qas"]:
+                answers = [(a["answer_start"], a["answer_start"] + len(a["text"])) for a in qa.get("answers", [])]
+                if not answers or qa.get("is_impossible"):
+                    continue
+                chosen = rng.sample(others, min(negatives, len(others)))
+                texts = [paragraphs[p_index]] + [paragraphs[i] for i in chosen]
+                all_spans = [spans[p_index]] + [spans[i] for i in chosen]
+                relevance = [_relevance(spans[p_index], answers)] + [[0] * len(spans[i]) for i in chosen]
+                yield article.get("title", ""), {
+                    "query": qa["question"],
+                    "texts": texts,
+                    "labels": [1] + [0] * len(chosen),
+                    "context_spans": [[list(s) for s in text_spans] for text_spans in all_spans],
+                    "context_spans_relevance": relevance,
+                    "answers": sorted({a["text"] for a in qa["answers"]}),
+                }
+
+
+def split_by_article(
+    pairs: Iterable[tuple[str, dict[str, Any]]], holdout_fraction: float, seed: int = 42
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split rows into (train, held-out) by article, so no article is in both."""
+    pairs = list(pairs)
+    titles = sorted({title for title, _ in pairs})
+    random.Random(seed).shuffle(titles)
+    held = set(titles[: int(round(len(titles) * holdout_fraction))])
+    return [r for t, r in pairs if t not in held], [r for t, r in pairs if t in held]

@@ -1,0 +1,270 @@
+"""The jace-side PruningEncoder: build, save, load, prune, rerank, upload."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from jace.atomic import atomic_directory
+from jace.batching import run_batched
+from jace.device import resolve_device
+from jace.pruning import modeling_pruning_encoder as modeling
+from jace.pruning.card import write_model_card
+from jace.pruning.encoding import PairTemplate, collate, encode_windows
+from jace.pruning.modeling_pruning_encoder import (
+    HEAD_FOLDER,
+    MODES,
+    SUBFOLDERS,
+    PruningEncoderConfig,
+    PruningEncoderForSequenceClassification,
+    PruningEncoderForTokenClassification,
+)
+from jace.pruning.sentences import split_sentences
+
+MODELING_FILE = Path(modeling.__file__).name
+MODEL_CLASSES = {
+    "reranking_pruning": PruningEncoderForSequenceClassification,
+    "pruning_only": PruningEncoderForTokenClassification,
+}
+AUTO_CLASS = {
+    "reranking_pruning": "AutoModelForSequenceClassification",
+    "pruning_only": "AutoModelForTokenClassification",
+}
+
+
+@dataclass
+class PruningResult:
+    """The outcome for one (query, context): what was kept, with what probability, and the rerank score."""
+
+    query: str
+    context: str
+    pruned_context: str
+    kept_sentences: list[str]
+    removed_sentences: list[str]
+    sentence_probabilities: list[float]
+    sentence_spans: list[tuple[int, int]]
+    reranking_score: float | None
+    compression_rate: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Item:
+    query: str
+    context: str
+    spans: list[tuple[int, int]]
+    sums: np.ndarray = field(default=None)  # type: ignore[assignment]
+    counts: np.ndarray = field(default=None)  # type: ignore[assignment]
+    best_logit: float = -np.inf
+
+
+def _check_text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}.")
+    return value
+
+
+class PruningEncoder:
+    """A cross-encoder that reranks a passage and keeps only the sentences that matter to the query.
+
+    Example:
+        >>> encoder = PruningEncoder.from_backbone("hotchpotch/japanese-reranker-cross-encoder-large-v1")  # doctest: +SKIP
+        >>> result = encoder.prune("日本で梅雨がないのは？", ["梅雨は雨季です。北海道には梅雨がない。"])[0]  # doctest: +SKIP
+        >>> result.pruned_context, result.reranking_score  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: modeling.PruningEncoderPreTrainedModel,
+        tokenizer: Any,
+        *,
+        device: str | torch.device | None = None,
+        max_length: int = 512,
+        max_query_tokens: int = 64,
+        language: str = "auto",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.max_length = min(max_length, getattr(model.config.backbone(), "max_position_embeddings", max_length))
+        self.max_query_tokens = max_query_tokens
+        self.language = language
+        self.template = PairTemplate.probe(tokenizer)
+        self.metadata = dict(metadata or {})
+
+    @property
+    def mode(self) -> str:
+        return self.model.config.mode
+
+    @classmethod
+    def from_backbone(
+        cls, backbone: str | Path, mode: str = "reranking_pruning", *, device: str | None = None, **kwargs: Any
+    ) -> "PruningEncoder":
+        """A new PruningEncoder on a pretrained backbone (reranker or encoder) with a fresh pruning head."""
+        from jace.scoring import load_sequence_regressor
+
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        backbone = str(backbone)
+        pretrained = load_sequence_regressor(backbone) if mode == "reranking_pruning" else AutoModel.from_pretrained(backbone)
+        config = PruningEncoderConfig(mode=mode, backbone_config=pretrained.config.to_dict())
+        model = MODEL_CLASSES[mode](config)
+        model.backbone_model.load_state_dict(pretrained.state_dict())
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        return cls(model, tokenizer, device=device, metadata={"backbone": backbone}, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | None = None, **kwargs: Any) -> "PruningEncoder":
+        """Load a folder written by :meth:`save_pretrained` (or a hub repo holding one)."""
+        folder = Path(path)
+        if folder.is_dir():
+            missing = [name for name in ("config.json", "pruning_encoder_config.json") if not (folder / name).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{folder} is not a PruningEncoder folder: missing {missing}.")
+        config = AutoConfig.from_pretrained(str(path))
+        if not isinstance(config, PruningEncoderConfig):
+            raise ValueError(f"{path} holds a {type(config).__name__}, not a PruningEncoder (model_type 'pruning_encoder').")
+        model = MODEL_CLASSES[config.mode].from_pretrained(str(path), config=config)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        metadata = {}
+        if folder.is_dir() and (folder / "pruning_encoder_config.json").is_file():
+            metadata = json.loads((folder / "pruning_encoder_config.json").read_text()).get("metadata", {})
+        return cls(model, tokenizer, device=device, metadata=metadata, **kwargs)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the folder atomically: config (with auto_map), modeling file, weights, tokenizer, model card."""
+        config = self.model.config
+        config.auto_map = {
+            "AutoConfig": f"{Path(MODELING_FILE).stem}.PruningEncoderConfig",
+            "AutoModel": f"{Path(MODELING_FILE).stem}.PruningEncoderModel",
+            AUTO_CLASS[self.mode]: f"{Path(MODELING_FILE).stem}.{MODEL_CLASSES[self.mode].__name__}",
+        }
+        config.architectures = [MODEL_CLASSES[self.mode].__name__]
+        if self.mode == "reranking_pruning":
+            config.sentence_transformers = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
+        with atomic_directory(path) as tmp:
+            self.model.save_pretrained(tmp)
+            shutil.copyfile(modeling.__file__, tmp / MODELING_FILE)
+            self.tokenizer.save_pretrained(tmp)
+            extra = json.loads((tmp / "pruning_encoder_config.json").read_text())
+            extra["metadata"] = self.metadata
+            (tmp / "pruning_encoder_config.json").write_text(json.dumps(extra, indent=2, ensure_ascii=False) + "\n")
+            write_model_card(tmp, self.mode, config.backbone_config.get("model_type", "?"), self.metadata)
+        return Path(path)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload PruningEncoder") -> str:  # fmt: skip
+        """Save to a temporary folder and upload it with huggingface_hub; returns the commit URL."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+        return str(getattr(commit, "commit_url", commit))
+
+    # ---- inference -------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _forward(self, windows: list, indices: list[int]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        batch = collate([windows[i][1] for i in indices], self.tokenizer.pad_token_id or 0)
+        sentence_ids = batch.pop("sentence_ids")
+        output = self.model(**batch)
+        keep = torch.softmax(output.pruning_logits.float(), dim=-1)[..., 1].cpu()
+        ranking = output.ranking_logits.float().squeeze(-1).cpu() if output.ranking_logits is not None else None
+        results = []
+        for row, i in enumerate(indices):
+            ids = sentence_ids[row]
+            mask = ids >= 0
+            n = int(ids.max()) + 1 if mask.any() else 0
+            sums = np.bincount(ids[mask].numpy(), weights=keep[row][mask].numpy(), minlength=n)
+            counts = np.bincount(ids[mask].numpy(), minlength=n)
+            results.append((float(ranking[row]) if ranking is not None else float("nan"), sums, counts))
+        return results
+
+    def prune_batch(
+        self,
+        items: Sequence[tuple[str, str | Sequence[str]]],
+        *,
+        threshold: float = 0.1,
+        batch_size: int = 16,
+        show_progress_bar: bool | None = None,
+    ) -> list[list[PruningResult]]:
+        """Prune many ``(query, contexts)`` at once; one list of results per query, contexts in order."""
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+        flat: list[tuple[int, _Item]] = []
+        for q_index, (query, contexts) in enumerate(items):
+            _check_text(query, f"query {q_index}")
+            contexts = [contexts] if isinstance(contexts, str) else list(contexts)
+            if not contexts:
+                raise ValueError(f"query {q_index} has no contexts.")
+            for c_index, context in enumerate(contexts):
+                _check_text(context, f"context {c_index} of query {q_index}")
+                flat.append((q_index, _Item(query, context, split_sentences(context, self.language))))
+        windows = []
+        for item_index, (_, item) in enumerate(flat):
+            texts = [item.context[s:e] for s, e in item.spans]
+            item.sums, item.counts = np.zeros(len(texts)), np.zeros(len(texts))
+            for window in encode_windows(self.tokenizer, self.template, item.query, texts, self.max_length, self.max_query_tokens):
+                windows.append((item_index, window))
+        outputs = run_batched(
+            [len(w.input_ids) for _, w in windows], lambda idx: self._forward(windows, idx),
+            batch_size=batch_size, device=self.device, desc="Pruning", show_progress_bar=show_progress_bar,
+        )  # fmt: skip
+        for (item_index, _), (logit, sums, counts) in zip(windows, outputs):
+            item = flat[item_index][1]
+            item.sums[: len(sums)] += sums
+            item.counts[: len(counts)] += counts
+            item.best_logit = max(item.best_logit, logit) if not np.isnan(logit) else item.best_logit
+        results: list[list[PruningResult]] = [[] for _ in items]
+        for q_index, item in flat:
+            results[q_index].append(self._result(item, threshold))
+        return results
+
+    def _result(self, item: _Item, threshold: float) -> PruningResult:
+        probabilities = np.divide(item.sums, np.maximum(item.counts, 1))
+        texts = [item.context[s:e] for s, e in item.spans]
+        keep = probabilities > threshold
+        joiner = "" if (self.language == "ja" or (self.language == "auto" and any(ord(c) > 0x3000 for c in item.context))) else " "
+        pruned = joiner.join(t for t, k in zip(texts, keep) if k)
+        score = None if not np.isfinite(item.best_logit) else float(1.0 / (1.0 + np.exp(-item.best_logit)))
+        return PruningResult(
+            query=item.query, context=item.context, pruned_context=pruned,
+            kept_sentences=[t for t, k in zip(texts, keep) if k],
+            removed_sentences=[t for t, k in zip(texts, keep) if not k],
+            sentence_probabilities=[float(p) for p in probabilities], sentence_spans=list(item.spans),
+            reranking_score=score, compression_rate=1.0 - len(pruned) / max(len(item.context), 1),
+        )  # fmt: skip
+
+    def prune(
+        self, query: str, contexts: str | Sequence[str], threshold: float = 0.1, batch_size: int = 16,
+        *, show_progress_bar: bool | None = None,
+    ) -> PruningResult | list[PruningResult]:  # fmt: skip
+        """Prune one context (``str`` → one result) or many contexts of one query (list → list).
+
+        A sentence is kept when the mean keep-probability of its tokens passes ``threshold``
+        (0.1 is conservative; 0.5 prunes harder). Long contexts are split into windows and merged.
+        """
+        results = self.prune_batch([(query, contexts)], threshold=threshold, batch_size=batch_size, show_progress_bar=show_progress_bar)[0]
+        return results[0] if isinstance(contexts, str) else results
+
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> list[float]:
+        """Rerank scores (sigmoid) for (query, passage) pairs, like CrossEncoder.predict."""
+        if self.mode != "reranking_pruning":
+            raise ValueError("predict needs a 'reranking_pruning' model; this one is 'pruning_only'.")
+        results = self.prune_batch([(q, [p]) for q, p in pairs], batch_size=batch_size, show_progress_bar=False)
+        return [r[0].reranking_score for r in results]  # type: ignore[misc]
