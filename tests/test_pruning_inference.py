@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from jace.pruning import PruningEncoder
+from jace.pruning.training import PruningTrainingConfig, train_pruning_encoder
+
+QUERY = "日本で梅雨がないのは？"
+CONTEXTS = ["梅雨は東アジアの気象です。北海道には梅雨がない。", "猫が好きです。犬も好きです。今日は晴れです。"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_dir):
+    enc = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    torch.manual_seed(0)
+    torch.nn.init.normal_(enc.model.pruning_head.classifier.weight, std=2.0)
+    return enc
+
+
+def test_prune_str_gives_one_result_and_list_gives_one_per_context_in_order(encoder):
+    single = encoder.prune(QUERY, CONTEXTS[0])
+    many = encoder.prune(QUERY, CONTEXTS)
+    assert not isinstance(single, list) and len(many) == 2
+    assert [r.context for r in many] == CONTEXTS
+    assert many[0].sentence_probabilities == pytest.approx(single.sentence_probabilities, abs=1e-6)
+    for result in many:
+        assert len(result.kept_sentences) + len(result.removed_sentences) == len(result.sentence_probabilities)
+        assert 0.0 <= result.compression_rate <= 1.0 and 0.0 < result.reranking_score < 1.0
+        assert result.pruned_context == "".join(result.kept_sentences)
+
+
+def test_threshold_zero_keeps_everything_and_one_keeps_nothing(encoder):
+    assert encoder.prune(QUERY, CONTEXTS[1], threshold=0.0).compression_rate == 0.0
+    nothing = encoder.prune(QUERY, CONTEXTS[1], threshold=1.0)
+    assert nothing.pruned_context == "" and nothing.compression_rate == 1.0
+
+
+def test_sentence_kept_iff_mean_token_probability_passes_threshold(encoder):
+    result = encoder.prune(QUERY, CONTEXTS[1], threshold=0.5)
+    sentences = [CONTEXTS[1][s:e] for s, e in result.sentence_spans]
+    for sentence, p in zip(sentences, result.sentence_probabilities):
+        assert (sentence in result.kept_sentences) == (p > 0.5)
+
+
+def test_batching_across_queries_matches_one_by_one(encoder):
+    items = [(QUERY, CONTEXTS), ("猫は好き？", CONTEXTS[1]), ("晴れ？", [CONTEXTS[1], CONTEXTS[0]])]
+    batched = encoder.prune_batch(items, batch_size=2)
+    for (query, contexts), results in zip(items, batched):
+        single = encoder.prune(query, contexts, batch_size=1)
+        single = [single] if not isinstance(single, list) else single
+        assert [r.sentence_probabilities for r in results] == [pytest.approx(s.sentence_probabilities, abs=1e-5) for s in single]
+
+
+def test_long_context_is_windowed_and_merged(encoder):
+    long_context = "".join(f"文{i}は梅雨が好きです。" for i in range(120))
+    encoder.max_length = 64
+    try:
+        result = encoder.prune(QUERY, long_context)
+    finally:
+        encoder.max_length = 512
+    assert len(result.sentence_probabilities) == 120
+    assert all(0.0 <= p <= 1.0 for p in result.sentence_probabilities)
+
+
+@pytest.mark.parametrize("query,contexts,match", [
+    ("", "文。", "query 0"), ("q", "", "context 0"), ("q", [], "no contexts"), ("q", ["ok", None], "context 1"),
+])  # fmt: skip
+def test_bad_inputs_are_rejected(encoder, query, contexts, match):
+    with pytest.raises(ValueError, match=match):
+        encoder.prune(query, contexts)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5])
+def test_threshold_out_of_range_is_rejected(encoder, threshold):
+    with pytest.raises(ValueError, match="threshold"):
+        encoder.prune(QUERY, CONTEXTS[0], threshold=threshold)
+
+
+def test_training_learns_which_sentence_matters_and_saves_a_loadable_folder(tiny_bert_dir, tmp_path):
+    # The relevant sentence is always the one with 猫; the model must learn to keep it.
+    rows = []
+    for i in range(24):
+        cat_first = i % 2 == 0
+        sentences = ["猫が好きです。", "今日は晴れです。"] if cat_first else ["今日は晴れです。", "猫が好きです。"]
+        text = "".join(sentences)
+        spans = [[0, len(sentences[0])], [len(sentences[0]), len(text)]]
+        rows.append({"query": "猫", "texts": [text], "labels": [1], "context_spans": [spans],
+                     "context_spans_relevance": [[1, 0] if cat_first else [0, 1]]})  # fmt: skip
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    config = PruningTrainingConfig(num_train_epochs=15, learning_rate=3e-3, per_device_train_batch_size=8, logging_steps=1000)
+    final = train_pruning_encoder(encoder, rows, tmp_path, config=config, training_data="synthetic")
+    reloaded = PruningEncoder.from_pretrained(final, device="cpu")
+    result = reloaded.prune("猫", "今日は晴れです。猫が好きです。", threshold=0.5)
+    assert result.kept_sentences == ["猫が好きです。"]
+    assert "synthetic" in (final / "README.md").read_text()
+
+
+def test_invalid_training_config_is_rejected():
+    with pytest.raises(ValueError, match="ranking_loss"):
+        PruningTrainingConfig(ranking_loss="hinge")
+    with pytest.raises(ValueError, match="w_rank"):
+        PruningTrainingConfig(w_rank=0, w_prune=0)
