@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from jace.caption import CaptionCache, CaptionError, QwenCaptionClient, image_hash, load_image
 from jace.cli import app
-import jace.caption_cli  # noqa: F401  (registers `jace caption`)
 from jace.data import load_humor
 
 SMALL = dict(device="cpu", max_new_tokens=6, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)

@@ -1,24 +1,15 @@
-"""The ``jace`` command line: train, evaluate, score, export, and the offline demo."""
+"""Reranker commands: train, evaluate, score, merge-shards, export, demo."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from jace.cli import DeviceOption, app
 from jace.data import PairColumns
-
-app = typer.Typer(
-    help="jace: Japanese cross-encoders. Score pairs, LoRA-fine-tune a reranker into a regression model, "
-    "caption image お題, and prune context by query.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
 
 DEFAULT_MODEL = "hotchpotch/japanese-reranker-cross-encoder-large-v1"
 
@@ -26,7 +17,6 @@ FirstColumn = typer.Option("odai", "--first-column", help="Column with the query
 SecondColumn = typer.Option("response", "--second-column", help="Column with the passage / 回答.")
 LabelColumn = typer.Option("score", "--label-column", help="Column with the numeric target.")
 GroupColumn = typer.Option("odai_id", "--group-column", help="Prompt id for per-prompt metrics (falls back to the first column).")
-DeviceOption = typer.Option(None, "--device", help="cuda, mps or cpu (default: best available).")
 BatchSize = typer.Option(32, "--batch-size", min=1, help="Maximum pairs per inference batch.")
 
 
@@ -222,28 +212,3 @@ def demo(
     from jace.demo import run_demo
 
     run_demo(output_dir, data_dir, train_rows=train_rows)
-
-
-def _register_optional_commands() -> None:
-    for module in ("jace.caption_cli", "jace.pruning.cli"):
-        try:
-            __import__(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-
-
-def main() -> None:
-    """Entry point of the ``jace`` console script: user errors print one line and exit 2."""
-    from jace.data import DataValidationError
-
-    _register_optional_commands()
-    try:
-        app()
-    except (DataValidationError, FileNotFoundError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

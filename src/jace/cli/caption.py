@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 import typer
 
 from jace.cli import DeviceOption, app
@@ -38,7 +37,7 @@ def _client(model: str, batch_size: int, device: Optional[str], cache: Path, no_
     )  # fmt: skip
 
 
-def _write(frame: pd.DataFrame, path: Path) -> None:
+def _write(frame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if path.suffix == ".jsonl":
@@ -82,6 +81,8 @@ def caption_folder(
     max_new_tokens: int = MaxNewTokens,
 ) -> None:
     """Caption every image in a folder. Failed images go to OUTPUT.errors.jsonl and the exit code is 1."""
+    import pandas as pd
+
     from jace.caption import IMAGE_SUFFIXES
 
     if not folder.is_dir():

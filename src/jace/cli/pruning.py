@@ -1,0 +1,165 @@
+"""``jace prune``, ``jace train-pruner``, ``jace build-pruning-data`` and ``jace evaluate-pruner``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from jace.cli import DeviceOption, app
+
+
+@app.command(
+    "prune",
+    epilog="Input rows: {\"query\": …, \"context\": \"…\"} or {\"query\": …, \"contexts\": [\"…\", …]}.\n\n"
+    "Examples:\n\n  jace prune --model runs/pruner/final in.jsonl out.jsonl\n\n"
+    "  jace prune --model runs/pruner/final in.jsonl out.jsonl --threshold 0.5 --batch-size 32",
+)
+def prune_command(
+    input_path: Path = typer.Argument(..., help="JSONL with query and context(s) per line."),
+    output_path: Path = typer.Argument(..., help="JSONL: each input row plus its pruning results."),
+    model: str = typer.Option(..., "--model", help="PruningEncoder folder or hub id."),
+    threshold: float = typer.Option(0.1, "--threshold", help="Keep a sentence when its mean keep-probability passes this (0..1)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
+    chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="Rows read and processed at a time."),
+    device: Optional[str] = DeviceOption,
+) -> None:
+    """Prune contexts by query (and rerank them) for every row of a JSONL file."""
+    from tqdm.auto import tqdm
+
+    from jace.data import DataValidationError
+    from jace.pruning.encoder import PruningEncoder
+
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--threshold must be in [0, 1], got {threshold}.")
+    if not input_path.is_file():
+        raise FileNotFoundError(f"{input_path}: no such file.")
+    encoder = PruningEncoder.from_pretrained(model, device=device)
+    tmp = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with open(input_path, encoding="utf-8") as source, open(tmp, "w", encoding="utf-8") as sink, tqdm(desc="Pruning rows", unit="row") as bar:
+            chunk: list[tuple[int, dict]] = []
+
+            def flush() -> None:
+                nonlocal written
+                items = [(row["query"], row["context"] if "context" in row else row["contexts"]) for _, row in chunk]
+                for (_, row), results in zip(chunk, encoder.prune_batch(items, threshold=threshold, batch_size=batch_size, show_progress_bar=False)):
+                    row["results"] = [{k: v for k, v in r.to_dict().items() if k not in ("query", "context")} for r in results]
+                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                written += len(chunk)
+                bar.update(len(chunk))
+                chunk.clear()
+
+            for number, line in enumerate(source, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataValidationError(f"{input_path} line {number}: not valid JSON ({error.msg}).") from None
+                if "query" not in row or ("context" not in row and "contexts" not in row):
+                    raise DataValidationError(f"{input_path} line {number}: needs 'query' and 'context' or 'contexts'.")
+                chunk.append((number, row))
+                if len(chunk) >= chunk_size:
+                    flush()
+            if chunk:
+                flush()
+        os.replace(tmp, output_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    typer.echo(f"wrote {written} rows to {output_path}")
+
+
+@app.command(
+    "build-pruning-data",
+    epilog="Examples:\n\n  jace build-pruning-data jsquad_valid.json data/pruning_train.jsonl\n\n"
+    "  jace build-pruning-data jsquad_valid.json data/train.jsonl --holdout data/heldout.jsonl --holdout-fraction 0.2",
+)
+def build_pruning_data(
+    squad_path: Path = typer.Argument(..., help="SQuAD-format JSON (e.g. JSQuAD)."),
+    output: Path = typer.Argument(..., help="JSONL of pruning rows (the training split when --holdout is given)."),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help="Also write a held-out split, by article, here."),
+    holdout_fraction: float = typer.Option(0.2, "--holdout-fraction", help="Fraction of articles held out."),
+    negatives: int = typer.Option(4, "--negatives", min=0, help="Other paragraphs of the same article per query."),
+    seed: int = typer.Option(42, "--seed", help="Seed for negative sampling and the split."),
+) -> None:
+    """Turn SQuAD-format QA data into pruning rows: answer sentences relevant, other paragraphs negatives."""
+    from jace.pruning.data import build_from_squad, split_by_article, write_rows
+
+    if not squad_path.is_file():
+        raise FileNotFoundError(f"{squad_path}: no such file.")
+    pairs = list(build_from_squad(squad_path, negatives=negatives, seed=seed))
+    if holdout is None:
+        write_rows((row for _, row in pairs), output)
+        typer.echo(f"wrote {len(pairs)} rows to {output}")
+        return
+    train, held = split_by_article(pairs, holdout_fraction, seed)
+    write_rows(train, output)
+    write_rows(held, holdout)
+    typer.echo(f"wrote {len(train)} training rows to {output} and {len(held)} held-out rows to {holdout}")
+
+
+@app.command(
+    "train-pruner",
+    epilog="Examples:\n\n  jace train-pruner --train data/train.jsonl --output-dir runs/pruner\n\n"
+    "  jace train-pruner --train data/train.jsonl --backbone path/to/encoder --mode pruning_only --epochs 2",
+)
+def train_pruner(
+    train: Path = typer.Option(..., "--train", help="JSONL of pruning rows (see build-pruning-data)."),
+    output_dir: Path = typer.Option(Path("runs/pruner"), "--output-dir", help="Run folder; the model goes to OUTPUT_DIR/final."),
+    backbone: str = typer.Option("hotchpotch/japanese-reranker-cross-encoder-large-v1", "--backbone", help="Backbone (reranker or encoder): hub id or folder."),
+    mode: str = typer.Option("reranking_pruning", "--mode", help="reranking_pruning or pruning_only."),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    learning_rate: float = typer.Option(5e-5, "--lr"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N steps (overrides --epochs)."),
+    w_rank: float = typer.Option(0.05, "--w-rank", help="Weight of the ranking loss."),
+    w_prune: float = typer.Option(1.0, "--w-prune", help="Weight of the token pruning loss."),
+    ranking_loss: str = typer.Option("bce", "--ranking-loss", help="bce (labels) or mse (teacher_scores)."),
+    max_length: int = typer.Option(512, "--max-length"),
+    device: Optional[str] = DeviceOption,
+) -> None:
+    """Train a PruningEncoder on a backbone (Provence-style loss)."""
+    from jace.pruning.data import read_rows
+    from jace.pruning.encoder import PruningEncoder
+    from jace.pruning.training import PruningTrainingConfig, train_pruning_encoder
+
+    rows = read_rows(train)
+    config = PruningTrainingConfig(
+        w_rank=w_rank, w_prune=w_prune, ranking_loss=ranking_loss, learning_rate=learning_rate,
+        num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch_size, max_length=max_length,
+    )  # fmt: skip
+    encoder = PruningEncoder.from_backbone(backbone, mode=mode, device=device, max_length=max_length)
+    final = train_pruning_encoder(encoder, rows, output_dir, config=config, training_data=f"{train} ({len(rows)} query rows)")
+    typer.echo(f"model saved to {final}")
+
+
+@app.command(
+    "evaluate-pruner",
+    epilog="Example:\n\n  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --report r.json --plot sweep.png",
+)
+def evaluate_pruner(
+    model: str = typer.Option(..., "--model", help="PruningEncoder folder."),
+    data: Path = typer.Option(..., "--data", help="JSONL of pruning rows (held out)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the metrics as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Save the threshold sweep as PNG."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    device: Optional[str] = DeviceOption,
+) -> None:
+    """Has-answer rate, compression, sentence F2 over a threshold sweep, and MRR/nDCG for reranking."""
+    from jace.metrics import save_report
+    from jace.pruning.data import read_rows
+    from jace.pruning.encoder import PruningEncoder
+    from jace.pruning.evaluation import evaluate_rows, format_sweep, plot_sweep
+
+    result = evaluate_rows(PruningEncoder.from_pretrained(model, device=device), read_rows(data), batch_size=batch_size)
+    typer.echo(format_sweep(result))
+    if report:
+        save_report(result, report)
+    if plot:
+        plot_sweep(result, plot)

@@ -1,0 +1,127 @@
+"""Evaluating a PruningEncoder on held-out rows: answer retention, compression, sentence F2, reranking."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import fbeta_score
+
+from jace.pruning.encoder import PruningEncoder, PruningResult
+
+DEFAULT_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+
+
+def _ndcg(relevance: Sequence[int], scores: Sequence[float], k: int) -> float:
+    from sklearn.metrics import ndcg_score
+
+    if len(relevance) < 2:
+        return 1.0
+    return float(ndcg_score(np.asarray([relevance]), np.asarray([scores]), k=k))
+
+
+def evaluate_rows(
+    encoder: PruningEncoder,
+    rows: Sequence[dict[str, Any]],
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    *,
+    batch_size: int = 16,
+    k: int = 3,
+) -> dict[str, Any]:
+    """Run the model once, then score every threshold from the same sentence probabilities.
+
+    Per threshold: has-answer rate (an answer string survives in the pruned positive), compression
+    on relevant (label 1) and irrelevant (label 0) texts, and sentence-level F2 on relevant texts.
+    Reranking (threshold-free): MRR and nDCG@k of each query's texts by rerank score.
+    """
+    results = encoder.prune_batch([(row["query"], row["texts"]) for row in rows], threshold=0.0, batch_size=batch_size)
+    report: dict[str, Any] = {"n_queries": len(rows), "sweep": []}
+    for threshold in thresholds:
+        has_answer, comp_rel, comp_irr, truth, predicted = [], [], [], [], []
+        for row, per_text in zip(rows, results):
+            for label, relevance, result in zip(row["labels"], row["context_spans_relevance"], per_text):
+                kept = [p > threshold for p in result.sentence_probabilities]
+                text = "".join(s for s, k_ in zip(_sentences(result), kept) if k_)
+                compression = 1.0 - len(text) / max(len(result.context), 1)
+                if label:
+                    comp_rel.append(compression)
+                    truth.extend(relevance)
+                    predicted.extend(int(k_) for k_ in kept)
+                    if row.get("answers"):
+                        has_answer.append(any(answer in text for answer in row["answers"]))
+                else:
+                    comp_irr.append(compression)
+        report["sweep"].append(
+            {
+                "threshold": threshold,
+                "has_answer_rate": float(np.mean(has_answer)) if has_answer else None,
+                "compression_relevant": float(np.mean(comp_rel)) if comp_rel else None,
+                "compression_irrelevant": float(np.mean(comp_irr)) if comp_irr else None,
+                "sentence_f2": float(fbeta_score(truth, predicted, beta=2, zero_division=0.0)) if truth else None,
+            }
+        )
+    if encoder.mode == "reranking_pruning":
+        rr, ndcg = [], []
+        for row, per_text in zip(rows, results):
+            scores = [r.reranking_score for r in per_text]
+            order = np.argsort(scores)[::-1]
+            ranks = [rank + 1 for rank, i in enumerate(order) if row["labels"][i]]
+            rr.append(1.0 / ranks[0] if ranks else 0.0)
+            ndcg.append(_ndcg(row["labels"], scores, k))
+        report["mrr"] = float(np.mean(rr))
+        report[f"ndcg@{k}"] = float(np.mean(ndcg))
+    return report
+
+
+def _sentences(result: PruningResult) -> list[str]:
+    return [result.context[s:e] for s, e in result.sentence_spans]
+
+
+def format_sweep(report: dict[str, Any]) -> str:
+    """A markdown table of the threshold sweep, plus the reranking figures."""
+    lines = ["| threshold | has-answer | compression (relevant) | compression (irrelevant) | sentence F2 |", "|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for row in report["sweep"]:
+        lines.append(
+            f"| {row['threshold']} | {fmt(row['has_answer_rate'])} | {fmt(row['compression_relevant'])} | "
+            f"{fmt(row['compression_irrelevant'])} | {fmt(row['sentence_f2'])} |"
+        )
+    extra = {k: v for k, v in report.items() if k.startswith(("mrr", "ndcg"))}
+    if extra:
+        lines.append("")
+        lines.append("reranking: " + ", ".join(f"{k} {v:.3f}" for k, v in extra.items()))
+    return "\n".join(lines)
+
+
+def plot_sweep(report: dict[str, Any], path: str | Path) -> Path:
+    """Save a PNG of has-answer rate, F2 and compression against the threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = report["sweep"]
+    x = [row["threshold"] for row in sweep]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label in (
+        ("has_answer_rate", "has-answer rate"),
+        ("sentence_f2", "sentence F2"),
+        ("compression_relevant", "compression (relevant)"),
+        ("compression_irrelevant", "compression (irrelevant)"),
+    ):
+        ys = [row[key] for row in sweep]
+        if any(y is not None for y in ys):
+            ax.plot(x, [np.nan if y is None else y for y in ys], marker="o", label=label)
+    ax.set_xlabel("threshold")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("PruningEncoder threshold sweep")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from jace.cli import app
+from jace.pruning import PruningEncoder
+
+runner = CliRunner()
+
+CONTEXT0 = "梅雨 [SEP] 梅雨は東アジアの気象です。北海道には梅雨がない。"
+SQUAD = {"data": [
+    {"title": f"記事{a}", "paragraphs": [
+        {"context": CONTEXT0, "qas": [{"id": f"{a}q", "question": "梅雨がないのは？", "answers": [{"text": "北海道", "answer_start": CONTEXT0.index("北海道")}]}]},
+        {"context": "別の段落です。猫が好きです。", "qas": [{"id": f"{a}r", "question": "何が好き？", "answers": [{"text": "猫", "answer_start": 7}]}]},
+    ]} for a in range(5)
+]}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["prune", "train-pruner", "build-pruning-data", "evaluate-pruner"])
+def test_pruning_commands_have_help_with_examples(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_build_train_evaluate_prune_end_to_end(tiny_bert_dir, tmp_path):
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD, ensure_ascii=False))
+    train, held = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
+    result = runner.invoke(app, ["build-pruning-data", str(squad), str(train), "--holdout", str(held), "--holdout-fraction", "0.4"])
+    assert result.exit_code == 0, result.output
+    assert len(train.read_text().splitlines()) == 6 and len(held.read_text().splitlines()) == 4
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train-pruner", "--train", str(train), "--backbone", str(tiny_bert_dir), "--output-dir", str(run),
+                                 "--max-steps", "2", "--batch-size", "4", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = run / "final"
+    assert (model / "modeling_pruning_encoder.py").is_file()
+    report, plot = tmp_path / "r.json", tmp_path / "sweep.png"
+    result = runner.invoke(app, ["evaluate-pruner", "--model", str(model), "--data", str(held), "--report", str(report), "--plot", str(plot), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert {"mrr", "ndcg@3", "sweep"} <= set(data) and plot.stat().st_size > 1000
+    assert all(0 <= row["sentence_f2"] <= 1 for row in data["sweep"])
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(
+        json.dumps({"query": "梅雨がないのは？", "context": CONTEXT0}, ensure_ascii=False) + "\n"
+        + json.dumps({"query": "何が好き？", "contexts": ["猫が好き。", "犬。"], "id": 7}, ensure_ascii=False) + "\n"
+    )
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["prune", str(rows), str(out), "--model", str(model), "--device", "cpu", "--chunk-size", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [len(line["results"]) for line in lines] == [1, 2] and lines[1]["id"] == 7
+    expected = PruningEncoder.from_pretrained(model, device="cpu").prune("何が好き？", ["猫が好き。", "犬。"])
+    assert lines[1]["results"][1]["sentence_probabilities"] == pytest.approx(expected[1].sentence_probabilities, abs=1e-6)
+
+
+def test_prune_cli_rejects_bad_rows_and_threshold(tiny_bert_dir, tmp_path):
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    model = encoder.save_pretrained(tmp_path / "m")
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"query": "q"}\n')
+    result = runner.invoke(app, ["prune", str(rows), str(tmp_path / "o.jsonl"), "--model", str(model)])
+    assert result.exit_code != 0 and "line 1" in str(result.exception)
+    result = runner.invoke(app, ["prune", str(rows), str(tmp_path / "o.jsonl"), "--model", str(model), "--threshold", "2"])
+    assert "threshold" in str(result.exception)
+    assert not (tmp_path / "o.jsonl").exists()
