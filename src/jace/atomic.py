@@ -42,3 +42,28 @@ def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[
     os.replace(tmp, target)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(target: str | Path, mode: str = "w", **open_kwargs) -> Iterator:
+    """Open a temporary file beside ``target``; on success it replaces ``target`` in one rename.
+
+    An interrupted write never leaves a truncated file under the final name.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+        >>> with atomic_file(path, encoding="utf-8") as handle:
+        ...     _ = handle.write("done")
+        >>> path.read_text()
+        'done'
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, mode, **open_kwargs) as handle:
+            yield handle
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -87,6 +87,22 @@ def iter_table_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFram
         yield from reader
 
 
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a DataFrame as CSV or JSONL (by suffix), atomically."""
+    from jace.atomic import atomic_file
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        raise ValueError(f"{path}: output must be .csv or .jsonl.")
+    with atomic_file(path, encoding="utf-8", newline="") as handle:
+        if suffix == ".csv":
+            frame.to_csv(handle, index=False)
+        else:
+            frame.to_json(handle, orient="records", lines=True, force_ascii=False)
+    return path
+
+
 def _row_label(source: str, index: object) -> str:
     """'file.csv row 7 (line 8)' for CSV-like sources (header on line 1), else 'source row 7'."""
     row = int(index) + 1 if isinstance(index, (int, np.integer)) else index

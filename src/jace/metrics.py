@@ -139,12 +139,9 @@ def plot_report(
     y_true: Sequence[float], y_pred: Sequence[float], groups: Sequence[Any] | None, path: str | Path, k: int = 5
 ) -> Path:
     """Save a PNG: predicted vs. true scores, and a histogram of per-prompt NDCG@k."""
-    import matplotlib
+    from jace.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = new_figure(2, (11, 4.5))
     axes[0].scatter(y_true, y_pred, s=6, alpha=0.35)
     axes[0].set_xlabel("true score")
     axes[0].set_ylabel("predicted score")
@@ -156,9 +153,4 @@ def plot_report(
         axes[1].set_xlabel(f"NDCG@{k}")
     else:
         axes[1].set_axis_off()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from jace.atomic import atomic_file
 from jace.data import PairColumns, iter_table_chunks, validate_frame
 from jace.scoring import RerankerCrossEncoderClient
 
@@ -84,26 +85,20 @@ def score_file(
 
     target = shard_path(output_path, shard)
     fmt = _writer_format(target)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle, tqdm(
-            desc="Scoring rows", unit="row", disable=not show_progress_bar
-        ) as bar:
-            for chunk in iter_table_chunks(input_path, chunk_size):
-                chunk = chunk[[shard.keeps(int(i)) for i in chunk.index]]
-                if chunk.empty:
-                    continue
-                validate_frame(chunk, str(input_path), [columns.first, columns.second])
-                pairs = list(zip(chunk[columns.first], chunk[columns.second]))
-                scores = client.run(pairs, batch_size=batch_size, original_scale=original_scale, show_progress_bar=False)
-                _append(chunk.assign(**{SCORE_COLUMN: scores}), handle, fmt, header=written == 0)
-                written += len(chunk)
-                bar.update(len(chunk))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(target, encoding="utf-8", newline="") as handle, tqdm(
+        desc="Scoring rows", unit="row", disable=not show_progress_bar
+    ) as bar:
+        for chunk in iter_table_chunks(input_path, chunk_size):
+            chunk = chunk[[shard.keeps(int(i)) for i in chunk.index]]
+            if chunk.empty:
+                continue
+            validate_frame(chunk, str(input_path), [columns.first, columns.second])
+            pairs = list(zip(chunk[columns.first], chunk[columns.second]))
+            scores = client.run(pairs, batch_size=batch_size, original_scale=original_scale, show_progress_bar=False)
+            _append(chunk.assign(**{SCORE_COLUMN: scores}), handle, fmt, header=written == 0)
+            written += len(chunk)
+            bar.update(len(chunk))
     return target, written
 
 
@@ -122,28 +117,23 @@ def merge_shards(output_path: str | Path, num_shards: int, *, chunk_size: int = 
     if missing:
         raise FileNotFoundError(f"missing shard file(s): {missing}; run every shard first.")
     iterators = [_rows(p, chunk_size) for p in parts]
-    tmp = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
     written = 0
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            buffer: list[pd.DataFrame] = []
-            active = list(iterators)
-            while active:
-                still = []
-                for rows in active:
-                    row = next(rows, None)
-                    if row is None:
-                        continue
-                    buffer.append(row)
-                    still.append(rows)
-                # A shard that ran out can only be followed by shards that also ran out (round-robin).
-                active = still
-                if len(buffer) >= chunk_size or (not active and buffer):
-                    frame = pd.concat(buffer, ignore_index=True)
-                    _append(frame, handle, fmt, header=written == 0)
-                    written += len(frame)
-                    buffer = []
-        os.replace(tmp, output_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(output_path, encoding="utf-8", newline="") as handle:
+        buffer: list[pd.DataFrame] = []
+        active = list(iterators)
+        while active:
+            still = []
+            for rows in active:
+                row = next(rows, None)
+                if row is None:
+                    continue
+                buffer.append(row)
+                still.append(rows)
+            # Round-robin: shard i holds rows i, i+N, …, so taking one row from each in turn restores the order.
+            active = still
+            if len(buffer) >= chunk_size or (not active and buffer):
+                frame = pd.concat(buffer, ignore_index=True)
+                _append(frame, handle, fmt, header=written == 0)
+                written += len(frame)
+                buffer = []
     return output_path, written

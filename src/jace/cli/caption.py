@@ -37,18 +37,6 @@ def _client(model: str, batch_size: int, device: Optional[str], cache: Path, no_
     )  # fmt: skip
 
 
-def _write(frame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if path.suffix == ".jsonl":
-        frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
-    elif path.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        raise ValueError(f"{path}: output must be .csv or .jsonl.")
-    os.replace(tmp, path)
-
-
 def _report_failures(failures: list[dict], output: Path) -> None:
     """Write failed items beside the output and exit non-zero; errors are never written as captions."""
     errors_path = output.with_name(output.stem + ".errors.jsonl")
@@ -84,6 +72,7 @@ def caption_folder(
     import pandas as pd
 
     from jace.caption import IMAGE_SUFFIXES
+    from jace.data import write_table
 
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder.")
@@ -93,7 +82,7 @@ def caption_folder(
     client = _client(model, batch_size, device, cache, no_cache, prompt, max_new_tokens)
     results = client.caption(paths, show_progress_bar=True)
     rows = [{"image": str(p), "caption": r.caption} for p, r in zip(paths, results) if r.ok]
-    _write(pd.DataFrame(rows, columns=["image", "caption"]), output)
+    write_table(pd.DataFrame(rows, columns=["image", "caption"]), output)
     typer.echo(f"wrote {len(rows)} caption(s) to {output} ({sum(r.cached for r in results)} from cache)")
     _report_failures([{"image": str(p), "error": r.error} for p, r in zip(paths, results) if not r.ok], output)
 
@@ -117,7 +106,7 @@ def caption_humor(
     max_new_tokens: int = MaxNewTokens,
 ) -> None:
     """Fill in odai for the rows with odai_type == image. Rows whose image fails are left out and reported."""
-    from jace.data import read_table
+    from jace.data import read_table, write_table
 
     local = Path(source)
     if local.exists():
@@ -155,6 +144,6 @@ def caption_humor(
     out = frame.drop(index=failed_rows)
     if out[image_column].map(lambda v: isinstance(v, (dict, bytes))).any():
         out = out.drop(columns=[image_column])
-    _write(out.reset_index(drop=True), output)
+    write_table(out.reset_index(drop=True), output)
     typer.echo(f"captioned {len(rows) - len(failures)} image row(s); wrote {len(out)} rows to {output}")
     _report_failures(failures, output)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +29,7 @@ def prune_command(
     """Prune contexts by query (and rerank them) for every row of a JSONL file."""
     from tqdm.auto import tqdm
 
+    from jace.atomic import atomic_file
     from jace.data import DataValidationError
     from jace.pruning.encoder import PruningEncoder
 
@@ -38,40 +38,36 @@ def prune_command(
     if not input_path.is_file():
         raise FileNotFoundError(f"{input_path}: no such file.")
     encoder = PruningEncoder.from_pretrained(model, device=device)
-    tmp = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    try:
-        with open(input_path, encoding="utf-8") as source, open(tmp, "w", encoding="utf-8") as sink, tqdm(desc="Pruning rows", unit="row") as bar:
-            chunk: list[tuple[int, dict]] = []
+    with open(input_path, encoding="utf-8") as source, atomic_file(output_path, encoding="utf-8") as sink, tqdm(
+        desc="Pruning rows", unit="row"
+    ) as bar:
+        chunk: list[dict] = []
 
-            def flush() -> None:
-                nonlocal written
-                items = [(row["query"], row["context"] if "context" in row else row["contexts"]) for _, row in chunk]
-                for (_, row), results in zip(chunk, encoder.prune_batch(items, threshold=threshold, batch_size=batch_size, show_progress_bar=False)):
-                    row["results"] = [{k: v for k, v in r.to_dict().items() if k not in ("query", "context")} for r in results]
-                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                written += len(chunk)
-                bar.update(len(chunk))
-                chunk.clear()
+        def flush() -> None:
+            nonlocal written
+            items = [(row["query"], row["context"] if "context" in row else row["contexts"]) for row in chunk]
+            for row, results in zip(chunk, encoder.prune_batch(items, threshold=threshold, batch_size=batch_size, show_progress_bar=False)):
+                row["results"] = [{k: v for k, v in r.to_dict().items() if k not in ("query", "context")} for r in results]
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += len(chunk)
+            bar.update(len(chunk))
+            chunk.clear()
 
-            for number, line in enumerate(source, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataValidationError(f"{input_path} line {number}: not valid JSON ({error.msg}).") from None
-                if "query" not in row or ("context" not in row and "contexts" not in row):
-                    raise DataValidationError(f"{input_path} line {number}: needs 'query' and 'context' or 'contexts'.")
-                chunk.append((number, row))
-                if len(chunk) >= chunk_size:
-                    flush()
-            if chunk:
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataValidationError(f"{input_path} line {number}: not valid JSON ({error.msg}).") from None
+            if "query" not in row or ("context" not in row and "contexts" not in row):
+                raise DataValidationError(f"{input_path} line {number}: needs 'query' and 'context' or 'contexts'.")
+            chunk.append(row)
+            if len(chunk) >= chunk_size:
                 flush()
-        os.replace(tmp, output_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        if chunk:
+            flush()
     typer.echo(f"wrote {written} rows to {output_path}")
 
 

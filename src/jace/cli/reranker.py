@@ -130,11 +130,9 @@ def evaluate(
         plot_report(frame[label].to_numpy(float), scores, groups, plot)
         typer.echo(f"plot: {plot}")
     if predictions:
-        out = frame.assign(predicted_score=scores)
-        if predictions.suffix == ".jsonl":
-            out.to_json(predictions, orient="records", lines=True, force_ascii=False)
-        else:
-            out.to_csv(predictions, index=False)
+        from jace.data import write_table
+
+        write_table(frame.assign(predicted_score=scores), predictions)
 
 
 @app.command(

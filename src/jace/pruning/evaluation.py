@@ -97,14 +97,11 @@ def format_sweep(report: dict[str, Any]) -> str:
 
 def plot_sweep(report: dict[str, Any], path: str | Path) -> Path:
     """Save a PNG of has-answer rate, F2 and compression against the threshold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from jace.plotting import new_figure, save_figure
 
     sweep = report["sweep"]
     x = [row["threshold"] for row in sweep]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure()
     for key, label in (
         ("has_answer_rate", "has-answer rate"),
         ("sentence_f2", "sentence F2"),
@@ -119,9 +116,4 @@ def plot_sweep(report: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("PruningEncoder threshold sweep")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
