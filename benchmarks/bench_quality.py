@@ -98,6 +98,12 @@ def main() -> None:
         train = load_humor(data_file("humor_train.csv"))
         valid = load_humor(data_file("humor_validation.csv"))
         groups = prompt_groups(valid).tolist()
+        rng = np.random.default_rng(0)
+        random_ndcg = [
+            evaluate_predictions(valid.score, rng.random(len(valid)), groups, ks=(5,))["overall"]["ndcg@5"] for _ in range(20)
+        ]
+        results["humor/random predictions (20 seeds)"] = {"ndcg@5 per prompt": float(np.mean(random_ndcg))}
+        print(results["humor/random predictions (20 seeds)"])
         for name, runner in (
             ("humor/jace", lambda: run_jace(train, valid, HUMOR, budget, args.lr, 1.0, 512)),
             ("humor/seed recipe", lambda: run_seed(train, valid, HUMOR, budget, args.lr, 1.0)),

@@ -120,3 +120,21 @@ def test_run_batched_does_not_swallow_other_errors():
 
     with pytest.raises(ValueError, match="boom"):
         run_batched([1, 2], forward, batch_size=2)
+
+
+def test_bfloat16_opt_in_on_cpu_stays_close_to_fp32(tiny_bert_dir):
+    fp32 = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu").run(PAIRS)
+    bf16 = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu", dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert bf16.run(PAIRS) == pytest.approx(fp32, abs=1e-2)
+
+
+def test_device_and_dtype_defaults_and_bad_dtype(tiny_bert_dir):
+    from jace.device import resolve_dtype
+
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir))
+    assert client.device.type in ("cpu", "cuda", "mps")
+    if client.device.type == "cpu":
+        assert client.dtype == torch.float32
+    with pytest.raises(ValueError, match="Unknown dtype"):
+        resolve_dtype("int4", torch.device("cpu"))

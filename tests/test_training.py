@@ -121,3 +121,20 @@ def test_invalid_config_values_are_rejected():
         LoraTrainingConfig(loss="hinge")
     with pytest.raises(ValueError):
         LoraTrainingConfig(r=0)
+
+
+def test_xlmr_backbone_with_dense_classification_head_trains_and_reloads(tiny_xlmr_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_xlmr_dir), device="cpu")
+    result = client.train_with_lora(humor_frame.iloc[:16], None, tmp_path, config=LoraTrainingConfig(max_steps=2))
+    pairs = list(zip(humor_frame.odai[:8], humor_frame.response[:8]))
+    assert RerankerCrossEncoderClient(str(result.final_dir), device="cpu").run(pairs) == pytest.approx(client.run(pairs), abs=1e-5)
+
+
+def test_training_on_top_of_an_adapter_is_refused_with_a_way_out(tiny_bert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    result = client.train_with_lora(humor_frame.iloc[:16], None, tmp_path / "a", config=LoraTrainingConfig(max_steps=1))
+    with pytest.raises(ValueError, match="already holds an adapter"):
+        client.train_with_lora(humor_frame.iloc[:16], None, tmp_path / "b", config=LoraTrainingConfig(max_steps=1))
+    loaded = RerankerCrossEncoderClient(str(result.final_dir), device="cpu")
+    with pytest.raises(ValueError, match="jace export"):
+        loaded.train_with_lora(humor_frame.iloc[:16], None, tmp_path / "c")

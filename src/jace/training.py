@@ -199,6 +199,12 @@ def train_with_lora(
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = config or LoraTrainingConfig()
+    if client.adapter_path is not None:
+        raise ValueError(
+            f"this client already holds an adapter ({client.adapter_path}); a new adapter must start from the "
+            "base model. Create a new RerankerCrossEncoderClient(base), or export the merged model "
+            "(jace export) and train on that folder."
+        )
     output_dir = Path(output_dir)
     train_frame, train_name = _as_frame(train_dataset, columns)
     eval_frame, eval_name = (None, None) if eval_dataset is None else _as_frame(eval_dataset, columns)
@@ -263,9 +269,9 @@ def train_with_lora(
     train_output = trainer.train()
     elapsed = time.perf_counter() - started
     eval_metrics = trainer.evaluate() if has_eval else {}
-    model.eval()
-    client.model = model.to(client.device)
+    client.model = model.to(client.device, client.dtype).eval()
     client.scaler = scaler
+    client.adapter_path = str(output_dir / "final")
 
     summary = _clean(
         {
