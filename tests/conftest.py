@@ -165,3 +165,23 @@ def tiny_qwen_vl_dir(tmp_path_factory) -> Path:
     from tiny_models import build_tiny_qwen_vl
 
     return build_tiny_qwen_vl(tmp_path_factory.mktemp("tiny-qwen-vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_modernbert_dir(tmp_path_factory) -> Path:
+    """A random 2-layer ModernBERT reranker (no token type ids) with a fast WordPiece tokenizer."""
+    from transformers import BertTokenizerFast, ModernBertConfig, ModernBertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-modernbert")
+    tokens = _special() + _characters()
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)})
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        num_labels=1, local_attention=16, global_attn_every_n_layers=2,
+    )  # fmt: skip
+    torch.manual_seed(4)
+    ModernBertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -200,3 +200,13 @@ def test_push_to_hub_uploads_the_saved_folder(saved, monkeypatch):
     url = encoder.push_to_hub("me/pruner", private=True, token="hf_x")
     assert url.endswith("/commit/1") and calls["token"] == "hf_x" and calls["create"] == ("me/pruner", True, True)
     assert "modeling_pruning_encoder.py" in calls["files"] and "ranking_model" in calls["files"]
+
+
+def test_modernbert_backbone_round_trips_and_scores_like_the_plain_reranker(tiny_modernbert_dir, tmp_path):
+    from jace.scoring import RerankerCrossEncoderClient
+
+    encoder = PruningEncoder.from_backbone(str(tiny_modernbert_dir), device="cpu")
+    reloaded = PruningEncoder.from_pretrained(encoder.save_pretrained(tmp_path / "m"), device="cpu")
+    assert reloaded.prune(QUERY, CONTEXT).sentence_probabilities == pytest.approx(encoder.prune(QUERY, CONTEXT).sentence_probabilities, abs=1e-6)
+    plain = RerankerCrossEncoderClient(str(tiny_modernbert_dir), device="cpu").run([(QUERY, CONTEXT)])
+    assert reloaded.predict([(QUERY, CONTEXT)]) == pytest.approx(plain, abs=1e-5)
