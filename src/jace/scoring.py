@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from jace.batching import run_batched
 from jace.data import HUMOR, PairColumns
 from jace.device import resolve_device, resolve_dtype
+from jace.models import DEFAULT_RERANKER
 from jace.scaling import TargetScaler
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from jace.training import LoraTrainingConfig, TrainingResult
 
-DEFAULT_MODEL = "hotchpotch/japanese-reranker-cross-encoder-large-v1"
+DEFAULT_MODEL = DEFAULT_RERANKER
 ADAPTER_CONFIG = "adapter_config.json"
 
 Pair = tuple[str, str]

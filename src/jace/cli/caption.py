@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from jace.cli import DeviceOption, app
+from jace.models import DEFAULT_CAPTION_MODEL
 
 caption_app = typer.Typer(
     help="Caption images into 大喜利-style Japanese お題 with Qwen2.5-VL (dedup, on-disk cache, resumable).",
@@ -20,7 +21,7 @@ app.add_typer(caption_app, name="caption")
 
 DEFAULT_CACHE = Path(os.environ.get("JACE_CACHE_DIR", Path.home() / ".cache" / "jace")) / "captions.jsonl"
 
-Model = typer.Option("Qwen/Qwen2.5-VL-3B-Instruct", "--model", help="Qwen2.5-VL checkpoint: hub id or folder.")
+Model = typer.Option(DEFAULT_CAPTION_MODEL, "--model", help="Qwen2.5-VL checkpoint: hub id or folder.")
 BatchSize = typer.Option(16, "--batch-size", min=1, help="Images per generation batch.")
 Cache = typer.Option(DEFAULT_CACHE, "--cache", help="Caption cache (JSONL); re-runs and resumed runs reuse it.")
 NoCache = typer.Option(False, "--no-cache", help="Do not read or write the cache.")

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from jace.cli import DeviceOption, app
+from jace.models import DEFAULT_RERANKER
 
 
 @app.command(
@@ -108,7 +109,7 @@ def build_pruning_data(
 def train_pruner(
     train: Path = typer.Option(..., "--train", help="JSONL of pruning rows (see build-pruning-data)."),
     output_dir: Path = typer.Option(Path("runs/pruner"), "--output-dir", help="Run folder; the model goes to OUTPUT_DIR/final."),
-    backbone: str = typer.Option("hotchpotch/japanese-reranker-cross-encoder-large-v1", "--backbone", help="Backbone (reranker or encoder): hub id or folder."),
+    backbone: str = typer.Option(DEFAULT_RERANKER, "--backbone", help="Backbone (reranker or encoder): hub id or folder."),
     mode: str = typer.Option("reranking_pruning", "--mode", help="reranking_pruning or pruning_only."),
     epochs: float = typer.Option(1.0, "--epochs"),
     learning_rate: float = typer.Option(5e-5, "--lr"),
