@@ -24,9 +24,11 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=15.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--w-rank", type=float, default=0.05, help="ranking-loss weight (Provence: 0.05)")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--eval-queries", type=int, default=400)
     parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument("--train-negatives", type=int, default=1, help="negatives per training query (held-out keeps 4)")
     parser.add_argument("--out", type=Path, default=Path("docs/pruning"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -36,11 +38,13 @@ def main() -> None:
     from jace.pruning.training import PruningTrainingConfig, train_pruning_encoder
 
     print(machine())
-    train, held = split_by_article(build_from_squad(data_file("jsquad_valid.json"), negatives=4), 0.2, seed=42)
+    squad = data_file("jsquad_valid.json")
+    train, _ = split_by_article(build_from_squad(squad, negatives=args.train_negatives), 0.2, seed=42)
+    _, held = split_by_article(build_from_squad(squad, negatives=4), 0.2, seed=42)  # same articles held out
     held = held[: args.eval_queries]
-    print(f"train {len(train)} queries (x5 texts), held-out {len(held)} queries from unseen articles")
+    print(f"train {len(train)} queries (1 + {args.train_negatives} texts), held-out {len(held)} queries (1 + 4 texts) from unseen articles")
     encoder = PruningEncoder.from_backbone(minilm_path(), device="cpu", max_length=args.max_length)
-    config = PruningTrainingConfig(learning_rate=args.lr, num_train_epochs=args.epochs, per_device_train_batch_size=16,
+    config = PruningTrainingConfig(learning_rate=args.lr, w_rank=args.w_rank, num_train_epochs=args.epochs, per_device_train_batch_size=16,
                                    max_length=args.max_length, logging_steps=100)  # fmt: skip
     start = time.perf_counter()
     final = train_pruning_encoder(encoder, train, tempfile.mkdtemp(), config=config,

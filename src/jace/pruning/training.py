@@ -67,6 +67,11 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int):
         return self.examples[index]
 
+    @property
+    def lengths(self) -> list[int]:
+        """Character length of query + text: a cheap proxy for token length, for length-grouped batches."""
+        return [len(query) + len(text) for query, text, *_ in self.examples]
+
 
 class PruningCollator:
     """Builds model inputs and token labels from character spans, for any tokenizer (no offsets needed)."""
@@ -104,6 +109,15 @@ class PruningTrainer(Trainer):
     def __init__(self, *args: Any, pruning_config: PruningTrainingConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pruning_config = pruning_config
+
+    def _get_train_sampler(self, train_dataset=None):
+        # Group pairs of similar length into batches (randomly shuffled groups), so that batches of
+        # long JSQuAD-style passages are not padded around short ones.
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return LengthGroupedSampler(self.args.train_batch_size, lengths=dataset.lengths, generator=generator)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         cfg = self.pruning_config
