@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from jace.data import DataValidationError, PairColumns, grouped_split, load_humor, load_pairs, read_table

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from jace.data import DataValidationError
 from jace.pruning.data import build_from_squad, read_rows, split_by_article, validate_rows, write_rows
@@ -133,9 +132,6 @@ def test_jsquad_builds_valid_rows_and_article_split_does_not_leak():
     pairs = list(build_from_squad(shared_data("jsquad_valid.json")))
     assert len(pairs) == 4442
     train, held = split_by_article(pairs, 0.2)
-    titles = {}
-    for title, row in pairs:
-        titles.setdefault(row["query"] + row["texts"][0][:20], title)
     train_titles = {t for t, r in pairs if any(r is x for x in train)}
     held_titles = {t for t, r in pairs if any(r is x for x in held)}
     assert not train_titles & held_titles and len(held) > 0

@@ -12,7 +12,6 @@ What the seed got wrong and this module does instead:
 from __future__ import annotations
 
 import json
-import logging
 import math
 import platform
 import time
@@ -34,8 +33,6 @@ from jace.scaling import TargetScaler
 
 if TYPE_CHECKING:
     from jace.scoring import RerankerCrossEncoderClient
-
-logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "training_summary.json"
 HEAD_MODULES = ("classifier", "score")

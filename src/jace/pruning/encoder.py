@@ -21,14 +21,12 @@ from jace.pruning import modeling_pruning_encoder as modeling
 from jace.pruning.card import write_model_card
 from jace.pruning.encoding import PairTemplate, collate, encode_windows
 from jace.pruning.modeling_pruning_encoder import (
-    HEAD_FOLDER,
     MODES,
-    SUBFOLDERS,
     PruningEncoderConfig,
     PruningEncoderForSequenceClassification,
     PruningEncoderForTokenClassification,
 )
-from jace.pruning.sentences import split_sentences
+from jace.pruning.sentences import resolve_language, split_sentences
 
 MODELING_FILE = Path(modeling.__file__).name
 MODEL_CLASSES = {
@@ -239,7 +237,7 @@ class PruningEncoder:
         probabilities = np.divide(item.sums, np.maximum(item.counts, 1))
         texts = [item.context[s:e] for s, e in item.spans]
         keep = probabilities > threshold
-        joiner = "" if (self.language == "ja" or (self.language == "auto" and any(ord(c) > 0x3000 for c in item.context))) else " "
+        joiner = "" if resolve_language(item.context, self.language) == "ja" else " "
         pruned = joiner.join(t for t, k in zip(texts, keep) if k)
         score = None if not np.isfinite(item.best_logit) else float(1.0 / (1.0 + np.exp(-item.best_logit)))
         return PruningResult(

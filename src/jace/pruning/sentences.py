@@ -19,6 +19,15 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
     return (start, end) if end > start else None
 
 
+def resolve_language(text: str, language: str = "auto") -> str:
+    """'ja' or 'en': ``language`` itself, or for "auto" Japanese when the text has any kana/kanji."""
+    if language not in ("auto", "ja", "en"):
+        raise ValueError(f"language must be 'auto', 'ja' or 'en', got {language!r}.")
+    if language == "auto":
+        return "ja" if _JAPANESE.search(text) else "en"
+    return language
+
+
 def split_sentences(text: str, language: str = "auto") -> list[tuple[int, int]]:
     """Split ``text`` into sentences; return ``(start, end)`` character spans (whitespace trimmed).
 
@@ -31,10 +40,7 @@ def split_sentences(text: str, language: str = "auto") -> list[tuple[int, int]]:
         >>> [text[s:e] for s, e in split_sentences(text)]
         ['彼は「こんにちは。元気？」と言った。', '次の文です。']
     """
-    if language not in ("auto", "ja", "en"):
-        raise ValueError(f"language must be 'auto', 'ja' or 'en', got {language!r}.")
-    if language == "auto":
-        language = "ja" if _JAPANESE.search(text) else "en"
+    language = resolve_language(text, language)
     spans: list[tuple[int, int]] = []
     start = 0
     if language == "en":
