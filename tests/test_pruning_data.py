@@ -4,7 +4,7 @@ import pytest
 
 from jace.data import DataValidationError
 from jace.pruning.data import build_from_squad, read_rows, split_by_article, validate_rows, write_rows
-from jace.pruning.encoding import IGNORE, PairTemplate, encode_windows
+from jace.pruning.inputs import IGNORE, PairTemplate, encode_windows
 from jace.pruning.sentences import split_sentences
 from jace.pruning.training import PairDataset, PruningCollator
 

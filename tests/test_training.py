@@ -138,3 +138,131 @@ def test_training_on_top_of_an_adapter_is_refused_with_a_way_out(tiny_bert_dir, 
     loaded = RerankerCrossEncoderClient(str(result.final_dir), device="cpu")
     with pytest.raises(ValueError, match="jace export"):
         loaded.train_with_lora(humor_frame.iloc[:16], None, tmp_path / "c")
+
+
+# ---- reliability: metrics, gradient accumulation, failure, config, LoRA targets ------------------
+
+
+def _varied_lengths(humor_frame):
+    frame = humor_frame.copy()
+    frame["response"] = [text * (1 + i % 5) for i, text in enumerate(frame["response"])]  # lengths 6..~75
+    return frame
+
+
+def _learnable(n=48):
+    """Score = number of 猫 in the answer (0-4), answers of varied length: a signal a tiny model picks up."""
+    rows = []
+    for i in range(n):
+        cats = (i * 7) % 5
+        rows.append({"odai_id": f"p{i % 8}", "odai_type": "text", "odai": f"お題{i % 8}",
+                     "response": "猫" * cats + "犬" * (1 + (i * 3) % 11), "score": float(cats)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_training_metrics_of_best_checkpoint_equal_evaluate_on_the_saved_model(tiny_bert_dir, humor_frame, tmp_path):
+    from typer.testing import CliRunner
+
+    from jace.cli import app
+
+    frame = _learnable(64)
+    train, valid = frame.iloc[:40], frame.iloc[40:].reset_index(drop=True)
+    valid_path = tmp_path / "valid.csv"
+    valid.to_csv(valid_path, index=False)
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    # A learnable signal spreads the predictions, so correlations are not computed on near-constant scores.
+    config = LoraTrainingConfig(num_train_epochs=4, learning_rate=2e-2, per_device_train_batch_size=8,
+                                per_device_eval_batch_size=3, metric_for_best_model="ndcg@3", warmup_ratio=0.0)  # fmt: skip
+    result = client.train_with_lora(train, valid, tmp_path / "run", config=config)
+    report = tmp_path / "report.json"
+    out = CliRunner().invoke(app, ["evaluate", "--model", str(result.final_dir), "--data", str(valid_path),
+                                   "--report", str(report), "--device", "cpu"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    evaluated = json.loads(report.read_text())["overall"]
+    for name in ("mse", "rmse", "pearson", "spearman", "ndcg@3", "ndcg@5", "ndcg@10"):
+        assert result.metrics[f"eval_{name.replace('@', '_at_')}"] == pytest.approx(evaluated[name], abs=1e-6), name
+
+
+def test_gradient_accumulation_gives_the_same_first_update_as_one_big_batch(tmp_path, humor_frame):
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+
+    from conftest import _characters, _special, _tiny_bert_config
+
+    tokens = _special() + _characters()
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+    torch.manual_seed(0)
+    folder = tmp_path / "no-dropout"
+    BertForSequenceClassification(_tiny_bert_config(len(tokens), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    frame = _varied_lengths(humor_frame).iloc[:16]
+
+    def first_update(batch, steps):
+        client = RerankerCrossEncoderClient(str(folder), device="cpu")
+        config = LoraTrainingConfig(max_steps=1, per_device_train_batch_size=batch, gradient_accumulation_steps=steps,
+                                    learning_rate=1e-2, warmup_ratio=0.0, lora_dropout=0.0, max_grad_norm=1e9)  # fmt: skip
+        client.train_with_lora(frame, None, tmp_path / f"b{batch}", config=config)
+        return {n: p.detach().clone() for n, p in client.model.named_parameters() if "lora_B" in n}
+
+    big, accumulated = first_update(16, 1), first_update(4, 4)
+    assert big.keys() == accumulated.keys() and big
+    for name in big:
+        assert torch.allclose(big[name], accumulated[name], atol=1e-6), name
+
+
+def test_failed_training_leaves_the_client_scoring_as_before(tiny_bert_dir, humor_frame, tmp_path):
+    from transformers import TrainerCallback
+
+    class Boom(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            raise RuntimeError("disk full")
+
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    pairs = list(zip(humor_frame.odai, humor_frame.response))
+    before = client.run(pairs)
+    with pytest.raises(RuntimeError, match="disk full"):
+        client.train_with_lora(humor_frame, None, tmp_path, config=LoraTrainingConfig(max_steps=3), callbacks=[Boom()])
+    assert not client.model.training and client.adapter_path is None
+    assert not any("lora" in name for name, _ in client.model.named_parameters())
+    assert client.run(pairs) == pytest.approx(before, abs=1e-7)
+    assert not (tmp_path / "final").exists()
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("metric_for_best_model", "ndcg@0", "ndcg@K"),
+        ("metric_for_best_model", "accuracy", "spearman"),
+        ("learning_rate", 0.0, "learning_rate"),
+        ("num_train_epochs", -1.0, "num_train_epochs"),
+        ("per_device_train_batch_size", 0, "per_device_train_batch_size"),
+        ("gradient_accumulation_steps", 0, "gradient_accumulation_steps"),
+        ("warmup_ratio", 1.5, "warmup_ratio"),
+        ("max_length", 2, "max_length"),
+        ("target_modules", (), "target_modules"),
+        ("max_steps", 0, "max_steps"),
+    ],
+)
+def test_every_config_field_is_validated_when_the_config_is_built(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        LoraTrainingConfig(**{field: value})
+
+
+def test_any_ndcg_cutoff_can_pick_the_best_epoch(tiny_bert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    config = LoraTrainingConfig(num_train_epochs=1, metric_for_best_model="ndcg@3", per_device_train_batch_size=8)
+    result = client.train_with_lora(humor_frame.iloc[:32], humor_frame.iloc[32:], tmp_path, config=config)
+    assert "eval_ndcg_at_3" in result.metrics
+
+
+@pytest.mark.parametrize("fixture", ["tiny_modernbert_dir", "tiny_xlmr_dir"])
+def test_default_lora_targets_adapt_the_encoder_of_non_bert_backbones(fixture, request, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(request.getfixturevalue(fixture)), device="cpu")
+    client.train_with_lora(humor_frame.iloc[:8], None, tmp_path, config=LoraTrainingConfig(max_steps=1))
+    adapted = [name for name, _ in client.model.named_parameters() if "lora_A" in name]
+    assert any(".layers." in name or ".layer." in name for name in adapted), adapted
+
+
+def test_lora_targets_matching_only_the_head_are_a_clear_error(tiny_modernbert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_modernbert_dir), device="cpu")
+    config = LoraTrainingConfig(max_steps=1, target_modules=("query", "key", "value", "dense"))
+    with pytest.raises(ValueError, match="match no layer of the encoder"):
+        client.train_with_lora(humor_frame.iloc[:8], None, tmp_path, config=config)

@@ -16,8 +16,13 @@ from jace.scaling import TargetScaler
 SIGMOID = "torch.nn.modules.activation.Sigmoid"
 
 
-def export_merged_model(adapter_dir: str | Path, output_dir: str | Path, *, device: str | None = "cpu") -> Path:
+def export_merged_model(
+    adapter_dir: str | Path, output_dir: str | Path, *, device: str | None = "cpu", overwrite: bool = False
+) -> Path:
     """Merge ``adapter_dir`` (a ``…/final`` folder from training) into its base and save it to ``output_dir``.
+
+    ``output_dir`` may exist: its other files are kept. If it holds a different model, the export
+    is refused unless ``overwrite=True``.
 
     Example:
         >>> export_merged_model("runs/humor/final", "runs/humor/merged")  # doctest: +SKIP
@@ -26,13 +31,18 @@ def export_merged_model(adapter_dir: str | Path, output_dir: str | Path, *, devi
     """
     import torch
 
+    from jace.cross_encoder import ADAPTER_CONFIG
     from jace.scoring import RerankerCrossEncoderClient
 
+    if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
+        raise FileNotFoundError(
+            f"{adapter_dir}: no {ADAPTER_CONFIG}; export takes the adapter folder a training run wrote (…/final)."
+        )
     client = RerankerCrossEncoderClient(adapter_dir, device=device, dtype=torch.float32)
     model = client.model
     model.config.sentence_transformers = {"activation_fn": SIGMOID}
     output_dir = Path(output_dir)
-    with atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         client.tokenizer.save_pretrained(tmp)
         scaler = TargetScaler.load(adapter_dir)

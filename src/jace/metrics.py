@@ -3,6 +3,10 @@
 NDCG is computed per prompt (one query = the answers to one お題) and averaged. Computing it over
 the whole test set as one query, as the seed project did, rewards random predictions (0.93–0.98);
 that figure is reported only as ``ndcg@k_global (secondary)``.
+
+A prompt where ranking is undefined is skipped, not scored: one with a single answer, or one
+whose answers all have the same gain (all zero would score 0 and all equal would score 1 whatever
+the model predicts). Reports count them as ``n_prompts_unrankable``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import mean_squared_error, ndcg_score, r2_score
 
 DEFAULT_KS = (1, 3, 5, 10)
+#: The regression metrics of :func:`regression_metrics`, by name.
+REGRESSION_METRICS = ("mse", "rmse", "r2", "pearson", "spearman")
+#: Name of the per-prompt ranking metric (reported as ``ndcg@K``).
+RANKING_METRIC = "ndcg"
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -51,21 +59,32 @@ def _gains(y_true: np.ndarray) -> np.ndarray:
     return np.clip(y_true, 0.0, None)
 
 
+def rankable(relevance: Sequence[float] | np.ndarray) -> bool:
+    """Whether ranking one query's items is defined: at least two items, and not all of equal gain.
+
+    Example:
+        >>> rankable([2.0, 0.0]), rankable([0.0, 0.0]), rankable([3.0])
+        (True, False, False)
+    """
+    gains = _gains(np.asarray(relevance, dtype=float))
+    return gains.size >= 2 and bool(np.ptp(gains) > 0)
+
+
 def per_group_ndcg(
     y_true: Sequence[float], y_pred: Sequence[float], groups: Sequence[Any], k: int
 ) -> pd.Series:
-    """NDCG@k for each group (prompt) with at least two answers; indexed by group id.
+    """NDCG@k for each group (prompt) where ranking is defined (see :func:`rankable`); indexed by group id.
 
     Example:
-        >>> per_group_ndcg([3, 1, 2, 0], [0.9, 0.1, 0.5, 0.2], ["a", "a", "b", "b"], k=2).round(3).tolist()
+        >>> per_group_ndcg([3, 1, 2, 0, 1, 1], [0.9, 0.1, 0.5, 0.2, 0.3, 0.4], ["a", "a", "b", "b", "c", "c"], k=2).round(3).tolist()
         [1.0, 1.0]
     """
     frame = pd.DataFrame({"t": np.asarray(y_true, float), "p": np.asarray(y_pred, float), "g": list(groups)})
     values = {}
     for group, part in frame.groupby("g", sort=True):
-        if len(part) < 2:
-            continue
-        values[group] = float(ndcg_score(_gains(part["t"].to_numpy())[None], part["p"].to_numpy()[None], k=k))
+        truth = part["t"].to_numpy()
+        if rankable(truth):
+            values[group] = float(ndcg_score(_gains(truth)[None], part["p"].to_numpy()[None], k=k))
     return pd.Series(values, name=f"ndcg@{k}", dtype=float)
 
 
@@ -96,6 +115,7 @@ def evaluate_predictions(
         for k in ks:
             scores = per_group_ndcg(t, p, groups, k)
             overall[f"ndcg@{k}"] = float(scores.mean()) if len(scores) else None
+        overall["n_prompts_unrankable"] = overall["n_prompts"] - (len(scores) if ks else 0)
     for k in ks:
         overall[f"ndcg@{k}_global (secondary)"] = global_ndcg(t, p, k)
     report: dict[str, Any] = {"overall": overall}

@@ -2,73 +2,32 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from scipy.special import expit
+from transformers import AutoTokenizer, PreTrainedModel
 
+from jace.atomic import check_complete
 from jace.batching import run_batched
+from jace.checkpoints import DEFAULT_RERANKER
+from jace.cross_encoder import ADAPTER_CONFIG, encode_pairs, load_sequence_regressor, read_adapter_base
 from jace.data import HUMOR, PairColumns
 from jace.device import resolve_device, resolve_dtype
-from jace.models import DEFAULT_RERANKER
 from jace.scaling import TargetScaler
+from jace.training import LoraTrainingConfig, TrainingResult, train_with_lora
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from jace.training import LoraTrainingConfig, TrainingResult
-
 DEFAULT_MODEL = DEFAULT_RERANKER
-ADAPTER_CONFIG = "adapter_config.json"
 
 Pair = tuple[str, str]
 
-
-def encode_pairs(tokenizer: Any, pairs: Sequence[Sequence[str]], max_length: int) -> dict[str, list[list[int]]]:
-    """Tokenize pairs without padding (dynamic padding happens per batch), truncating to ``max_length``.
-
-    Raises a ValueError naming the first pair that is not two strings.
-    """
-    firsts, seconds = [], []
-    for index, pair in enumerate(pairs):
-        if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
-            raise ValueError(f"pair {index} must be two strings (query, passage), got {pair!r}.")
-        firsts.append(pair[0])
-        seconds.append(pair[1])
-    if not firsts:
-        return {"input_ids": []}
-    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-    return {key: list(value) for key, value in encoded.items()}
-
-
-def read_adapter_base(path: str | Path) -> str | None:
-    """The base model a LoRA adapter folder was trained on, or None if ``path`` is not an adapter folder."""
-    config = Path(path) / ADAPTER_CONFIG
-    if not config.is_file():
-        return None
-    return json.loads(config.read_text())["base_model_name_or_path"]
-
-
-def load_sequence_regressor(
-    name_or_path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any
-) -> PreTrainedModel:
-    """Load a single-logit sequence classifier; a bare encoder (e.g. MiniLM) gets a new 1-logit head."""
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    if config.num_labels != 1:
-        architectures = config.architectures or []
-        if any("ForSequenceClassification" in arch for arch in architectures):
-            raise ValueError(
-                f"{name_or_path} is a classifier with {config.num_labels} labels; jace needs a single-logit "
-                "cross-encoder (a reranker), or a bare encoder to put a new regression head on."
-            )
-        config.num_labels = 1
-    return AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, config=config, trust_remote_code=trust_remote_code, **kwargs
-    )
+__all__ = ["RerankerCrossEncoderClient", "DEFAULT_MODEL", "Pair", "encode_pairs", "load_sequence_regressor"]
 
 
 class RerankerCrossEncoderClient:
@@ -100,6 +59,8 @@ class RerankerCrossEncoderClient:
         self.trust_remote_code = trust_remote_code
         self.scaler: TargetScaler | None = None
         self.adapter_path: str | None = None
+        if Path(model_name).is_dir():
+            check_complete(model_name)
         adapter_base = read_adapter_base(model_name)
         self.base_model_name = str(adapter_base or model_name)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_name), trust_remote_code=trust_remote_code)
@@ -175,7 +136,7 @@ class RerankerCrossEncoderClient:
             desc="Scoring",
             show_progress_bar=show_progress_bar,
         )
-        scores = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        scores = expit(np.asarray(logits, dtype=np.float64))
         if original_scale:
             scores = self.scaler.inverse_transform(scores)  # type: ignore[union-attr]
         return [float(s) for s in scores]
@@ -211,13 +172,30 @@ class RerankerCrossEncoderClient:
         eval_dataset: "pd.DataFrame | Any | str | Path | None" = None,
         output_dir: str | Path = "runs/reranker-lora",
         *,
-        config: "LoraTrainingConfig | None" = None,
+        config: LoraTrainingConfig | None = None,
         columns: PairColumns = HUMOR,
         callbacks: list[Any] | None = None,
-    ) -> "TrainingResult":
-        """LoRA-fine-tune this reranker into a regression model; see :func:`jace.training.train_with_lora`."""
-        from jace.training import train_with_lora
+    ) -> TrainingResult:
+        """LoRA-fine-tune this reranker into a regression model; see :func:`jace.training.train_with_lora`.
 
-        return train_with_lora(
-            self, train_dataset, eval_dataset, output_dir, config=config, columns=columns, callbacks=callbacks
-        )
+        On success the client scores with the trained model (and its target scaler); if training
+        fails, the client is left exactly as it was.
+
+        Example:
+            >>> result = client.train_with_lora("train.csv", "valid.csv", "runs/humor")  # doctest: +SKIP
+            >>> client.run([("お題", "回答")], original_scale=True)  # doctest: +SKIP
+        """
+        if self.adapter_path is not None:
+            raise ValueError(
+                f"this client already holds an adapter ({self.adapter_path}); a new adapter must start from the "
+                "base model. Create a new RerankerCrossEncoderClient(base), or export the merged model "
+                "(jace export) and train on that folder."
+            )
+        result = train_with_lora(
+            self.model, self.tokenizer, train_dataset, eval_dataset, output_dir, config=config, columns=columns,
+            callbacks=callbacks, base_model_name=self.base_model_name,
+        )  # fmt: skip
+        self.model = result.model.to(self.device, self.dtype).eval()
+        self.scaler = result.scaler
+        self.adapter_path = str(result.final_dir)
+        return result

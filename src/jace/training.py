@@ -15,27 +15,30 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, EvalPrediction, Trainer, TrainerCallback, TrainingArguments
+from scipy.special import expit
+from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedModel, TrainerCallback, TrainingArguments, set_seed
 
 from jace.atomic import atomic_directory
+from jace.cross_encoder import encode_pairs
 from jace.data import HUMOR, PairColumns, load_pairs, prompt_groups
 from jace.device import mixed_precision_flags
-from jace.metrics import evaluate_predictions
+from jace.metrics import RANKING_METRIC, REGRESSION_METRICS, evaluate_predictions
 from jace.scaling import TargetScaler
-
-if TYPE_CHECKING:
-    from jace.scoring import RerankerCrossEncoderClient
+from jace.trainer import LengthGroupedTrainer
 
 SUMMARY_FILE = "training_summary.json"
 HEAD_MODULES = ("classifier", "score")
+#: Metrics that can pick the best epoch: the regression metrics, the eval loss, or per-prompt ndcg@K.
+BEST_MODEL_METRICS = (*REGRESSION_METRICS, "loss", "ndcg@K")
+TRAINING_KS = (5, 10)
 
 
 @dataclass
@@ -51,7 +54,8 @@ class LoraTrainingConfig:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling factor (alpha)."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
     target_modules: tuple[str, ...] = field(
-        default=("query", "key", "value", "dense"), metadata={"help": "Module names that get LoRA adapters."}
+        default=("all-linear",),
+        metadata={"help": "Module names that get LoRA adapters; 'all-linear' adapts every linear layer of the encoder."},
     )
     loss: Literal["bce", "mse"] = field(
         default="bce",
@@ -67,36 +71,68 @@ class LoraTrainingConfig:
     warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps for linear warm-up."})
     max_length: int = field(default=512, metadata={"help": "Truncate pairs to this many tokens (padding is dynamic)."})
     metric_for_best_model: str = field(
-        default="spearman", metadata={"help": "Eval metric that picks the best epoch (e.g. spearman, ndcg@5, loss)."}
+        default="spearman",
+        metadata={"help": "Eval metric that picks the best epoch: " + ", ".join(BEST_MODEL_METRICS) + " (K >= 1)."},
     )
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (overrides epochs when > 0)."})
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
 
     def __post_init__(self) -> None:
-        if self.loss not in ("bce", "mse"):
-            raise ValueError(f"loss must be 'bce' or 'mse', got {self.loss!r}.")
-        if self.r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
-            raise ValueError("r must be >= 1, lora_alpha > 0 and 0 <= lora_dropout < 1.")
-        self.target_modules = tuple(self.target_modules)
+        self.target_modules = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
+        problems = [
+            f"{name} {why}, got {getattr(self, name)!r}"
+            for name, bad, why in (
+                ("loss", self.loss not in ("bce", "mse"), "must be 'bce' or 'mse'"),
+                ("r", self.r < 1, "must be >= 1"),
+                ("lora_alpha", self.lora_alpha <= 0, "must be > 0"),
+                ("lora_dropout", not 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
+                ("target_modules", not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules),
+                 "must name at least one module"),
+                ("learning_rate", not self.learning_rate > 0, "must be > 0"),
+                ("num_train_epochs", not self.num_train_epochs > 0, "must be > 0"),
+                ("per_device_train_batch_size", self.per_device_train_batch_size < 1, "must be >= 1"),
+                ("per_device_eval_batch_size", self.per_device_eval_batch_size < 1, "must be >= 1"),
+                ("gradient_accumulation_steps", self.gradient_accumulation_steps < 1, "must be >= 1"),
+                ("max_grad_norm", not self.max_grad_norm > 0, "must be > 0"),
+                ("weight_decay", not self.weight_decay >= 0, "must be >= 0"),
+                ("warmup_ratio", not 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
+                ("max_length", self.max_length < 8, "must be >= 8"),
+                ("metric_for_best_model", metric_k(self.metric_for_best_model) is False,
+                 f"must be one of {', '.join(BEST_MODEL_METRICS)} (K >= 1)"),
+                ("max_steps", self.max_steps == 0 or self.max_steps < -1, "must be -1 (use epochs) or >= 1"),
+                ("logging_steps", self.logging_steps < 1, "must be >= 1"),
+            )
+            if bad
+        ]
+        if problems:
+            raise ValueError("invalid LoraTrainingConfig: " + "; ".join(problems) + ".")
 
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        """Help text per field (used by the CLI)."""
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+def metric_k(metric: str) -> int | None | bool:
+    """K of an ``ndcg@K`` metric, None for the other valid metrics, False for an unknown name."""
+    if metric in REGRESSION_METRICS or metric == "loss":
+        return None
+    prefix, _, k = metric.partition("@")
+    if prefix == RANKING_METRIC and k.isdigit() and int(k) >= 1:
+        return int(k)
+    return False
 
 
 @dataclass
 class TrainingResult:
-    """Where the trained adapter went, and the metrics of its best epoch."""
+    """Where the trained adapter went, the metrics of its best epoch, and what the client needs to use it."""
 
     final_dir: Path
     metrics: dict[str, Any]
     summary: dict[str, Any]
+    model: Any = field(default=None, repr=False)
+    scaler: TargetScaler | None = None
 
 
-class RegressionTrainer(Trainer):
-    """A Trainer whose loss matches inference: BCE-with-logits, or MSE after the sigmoid."""
+class RegressionTrainer(LengthGroupedTrainer):
+    """A Trainer whose loss matches inference: BCE-with-logits, or MSE after the sigmoid (mean over the batch)."""
 
     def __init__(self, *args: Any, loss: str = "bce", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -104,6 +140,7 @@ class RegressionTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         labels = inputs.pop("labels")
+        inputs.pop(ROW_INDEX, None)
         outputs = model(**inputs)
         logits = outputs.logits.float().squeeze(-1)
         labels = labels.to(logits.dtype).view_as(logits)
@@ -121,31 +158,43 @@ def _as_frame(data: Any, columns: PairColumns) -> tuple[pd.DataFrame, str]:
     return load_pairs(data, columns), name
 
 
+ROW_INDEX = "row_index"
+
+
 def build_dataset(
     frame: pd.DataFrame, tokenizer: Any, scaler: TargetScaler, columns: PairColumns, max_length: int
 ) -> Dataset:
-    """Tokenize pairs (no padding) and attach scaled labels and lengths for length-grouped batching."""
-    from jace.scoring import encode_pairs
+    """Tokenize pairs (no padding); attach scaled labels and each row's index in ``frame``.
 
+    The row index travels with every prediction (as a second label), so metrics pair each
+    prediction with its own row whatever order evaluation returns them in.
+    """
     encoded = encode_pairs(tokenizer, list(zip(frame[columns.first], frame[columns.second])), max_length)
     encoded["labels"] = scaler.transform(frame[columns.label].to_numpy()).astype(np.float32).tolist()
-    encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+    encoded[ROW_INDEX] = list(range(len(frame)))
     return Dataset.from_dict(encoded)
 
 
-def _metrics_fn(frame: pd.DataFrame, scaler: TargetScaler, columns: PairColumns):
-    groups = prompt_groups(frame, columns).tolist()
+def _metrics_fn(frame: pd.DataFrame, scaler: TargetScaler, columns: PairColumns, ks: tuple[int, ...]):
+    groups = prompt_groups(frame, columns).to_numpy()
     truth = frame[columns.label].to_numpy(dtype=float)
 
     def compute(prediction: EvalPrediction) -> dict[str, float]:
+        _, rows = prediction.label_ids
+        rows = np.asarray(rows).reshape(-1).astype(int)
         logits = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1)
-        predicted = scaler.inverse_transform(1.0 / (1.0 + np.exp(-logits)))
-        overall = evaluate_predictions(truth, predicted, groups, None, ks=(5, 10))["overall"]
+        # Distributed evaluation may pad with repeated rows; keep each row once, in row order.
+        rows, first = np.unique(rows, return_index=True)
+        if len(rows) != len(frame):
+            raise RuntimeError(f"evaluation returned predictions for {len(rows)} of {len(frame)} rows.")
+        predicted = scaler.inverse_transform(expit(logits[first]))
+        overall = evaluate_predictions(truth[rows], predicted, groups[rows].tolist(), None, ks=ks)["overall"]
         # None (e.g. constant predictions) becomes NaN, which never wins "best model".
         return {
             k.replace("@", "_at_"): (math.nan if v is None else float(v))
             for k, v in overall.items()
-            if "global" not in k and k not in ("n", "n_prompts")
+            if isinstance(v, float) or v is None
+            if "global" not in k
         }
 
     return compute
@@ -169,8 +218,32 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _check_adapted_layers(model: Any, targets: tuple[str, ...]) -> None:
+    """Raise when LoRA landed on no layer of the encoder (e.g. only on the head): it would never be adapted."""
+    base = model.get_base_model()
+    encoder = getattr(base, base.base_model_prefix, None)
+    if encoder is None:
+        return
+    adapted = [name for name, module in encoder.named_modules() if hasattr(module, "lora_A")]
+    if not adapted:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in encoder.named_modules() if isinstance(module, torch.nn.Linear)})
+        raise ValueError(
+            f"target_modules {list(targets)} match no layer of the encoder ({type(base).__name__}.{base.base_model_prefix}), "
+            f"so LoRA would never adapt it. Use 'all-linear' (the default) or names of its linear layers: {linear}."
+        )
+
+
+def _restore(model: PreTrainedModel, peft_model: Any, dtype: torch.dtype, training: bool) -> None:
+    """Undo what training did to the caller's model: LoRA layers out, original dtype and mode back."""
+    if peft_model is not None:
+        peft_model.unload()
+    model.to(dtype)
+    model.train(training)
+
+
 def train_with_lora(
-    client: "RerankerCrossEncoderClient",
+    model: PreTrainedModel,
+    tokenizer: Any,
     train_dataset: Any,
     eval_dataset: Any = None,
     output_dir: str | Path = "runs/reranker-lora",
@@ -178,8 +251,9 @@ def train_with_lora(
     config: LoraTrainingConfig | None = None,
     columns: PairColumns = HUMOR,
     callbacks: list[TrainerCallback] | None = None,
+    base_model_name: str | None = None,
 ) -> TrainingResult:
-    """Fine-tune ``client``'s model with LoRA; write ``output_dir/final`` (adapter, head, tokenizer, scaler, summary).
+    """Fine-tune a single-logit ``model`` with LoRA; write ``output_dir/final`` (adapter, head, tokenizer, scaler, summary).
 
     Datasets may be DataFrames, ``datasets.Dataset`` objects or file paths with the columns named
     by ``columns`` (humor: ``odai``, ``response``, ``score``). ``callbacks`` are passed to the
@@ -187,92 +261,95 @@ def train_with_lora(
     the best epoch (``config.metric_for_best_model``) is the one saved. Runs unchanged under
     ``torchrun``/``accelerate launch`` (DDP); only the main process writes ``final``.
 
+    LoRA layers are injected into ``model`` in place; the returned ``TrainingResult.model`` is the
+    trained PEFT model. If training fails, ``model`` is restored (LoRA removed, dtype and mode back).
+    Most users call :meth:`jace.RerankerCrossEncoderClient.train_with_lora`, which updates the client.
+
     Example:
-        >>> client = RerankerCrossEncoderClient("path/to/model")  # doctest: +SKIP
-        >>> result = client.train_with_lora("train.csv", "valid.csv", "runs/humor")  # doctest: +SKIP
+        >>> result = train_with_lora(model, tokenizer, "train.csv", "valid.csv", "runs/humor")  # doctest: +SKIP
         >>> result.final_dir  # doctest: +SKIP
         PosixPath('runs/humor/final')
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = config or LoraTrainingConfig()
-    if client.adapter_path is not None:
-        raise ValueError(
-            f"this client already holds an adapter ({client.adapter_path}); a new adapter must start from the "
-            "base model. Create a new RerankerCrossEncoderClient(base), or export the merged model "
-            "(jace export) and train on that folder."
-        )
     output_dir = Path(output_dir)
     train_frame, train_name = _as_frame(train_dataset, columns)
     eval_frame, eval_name = (None, None) if eval_dataset is None else _as_frame(eval_dataset, columns)
     scaler = TargetScaler.fit(train_frame[columns.label].to_numpy())
-    tokenizer = client.tokenizer
     train_data = build_dataset(train_frame, tokenizer, scaler, columns, config.max_length)
     eval_data = None if eval_frame is None else build_dataset(eval_frame, tokenizer, scaler, columns, config.max_length)
+    device = next(model.parameters()).device
+    dtype, was_training = next(model.parameters()).dtype, model.training
+    heads = _head_modules(model)
+    ks = tuple(sorted({*TRAINING_KS, *([metric_k(config.metric_for_best_model)] if metric_k(config.metric_for_best_model) else [])}))
 
-    base = client.model.float().train()
-    lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=config.r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
-        modules_to_save=_head_modules(base),
-    )
-    model = get_peft_model(base, lora)
-    has_eval = eval_data is not None
-    metric = config.metric_for_best_model.replace("@", "_at_")
-    args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type="linear",
-        eval_strategy="epoch" if has_eval else "no",
-        save_strategy="epoch" if has_eval else "no",
-        save_total_limit=1 if has_eval else None,
-        load_best_model_at_end=has_eval,
-        metric_for_best_model=metric if has_eval else None,
-        greater_is_better=(metric != "loss") if has_eval else None,
-        logging_steps=config.logging_steps,
-        train_sampling_strategy="group_by_length",
-        use_cpu=client.device.type == "cpu",
-        report_to="none",
-        seed=config.seed,
-        ddp_find_unused_parameters=False,
-        dataloader_num_workers=0,
-        **mixed_precision_flags(client.device),
-    )
-    trainer = RegressionTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_data,
-        eval_dataset=eval_data,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(
-            tokenizer, pad_to_multiple_of=8 if client.device.type == "cuda" else None
-        ),
-        compute_metrics=_metrics_fn(eval_frame, scaler, columns) if has_eval else None,
-        loss=config.loss,
-        callbacks=callbacks,
-    )
-    started = time.perf_counter()
-    train_output = trainer.train()
-    elapsed = time.perf_counter() - started
-    eval_metrics = trainer.evaluate() if has_eval else {}
-    client.model = model.to(client.device, client.dtype).eval()
-    client.scaler = scaler
-    client.adapter_path = str(output_dir / "final")
+    peft_model = None
+    try:
+        set_seed(config.seed)  # LoRA's random init follows the seed too, so a run is reproducible
+        base = model.float().train()
+        lora = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules[0] if config.target_modules == ("all-linear",) else list(config.target_modules),
+            modules_to_save=heads,
+        )
+        peft_model = get_peft_model(base, lora)
+        _check_adapted_layers(peft_model, config.target_modules)
+        has_eval = eval_data is not None
+        metric = config.metric_for_best_model.replace("@", "_at_")
+        args = TrainingArguments(
+            output_dir=str(output_dir / "checkpoints"),
+            learning_rate=config.learning_rate,
+            num_train_epochs=config.num_train_epochs,
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.per_device_train_batch_size,
+            per_device_eval_batch_size=config.per_device_eval_batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            max_grad_norm=config.max_grad_norm,
+            weight_decay=config.weight_decay,
+            warmup_steps=config.warmup_ratio,
+            lr_scheduler_type="linear",
+            eval_strategy="epoch" if has_eval else "no",
+            save_strategy="epoch" if has_eval else "no",
+            save_total_limit=1 if has_eval else None,
+            load_best_model_at_end=has_eval,
+            metric_for_best_model=metric if has_eval else None,
+            greater_is_better=(metric not in ("loss", "mse", "rmse")) if has_eval else None,
+            label_names=["labels", ROW_INDEX],
+            logging_steps=config.logging_steps,
+            use_cpu=device.type == "cpu",
+            report_to="none",
+            seed=config.seed,
+            ddp_find_unused_parameters=False,
+            dataloader_num_workers=0,
+            **mixed_precision_flags(device),
+        )
+        trainer = RegressionTrainer(
+            model=peft_model,
+            args=args,
+            train_dataset=train_data,
+            eval_dataset=eval_data,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None),
+            compute_metrics=_metrics_fn(eval_frame, scaler, columns, ks) if has_eval else None,
+            loss=config.loss,
+            callbacks=callbacks,
+        )
+        started = time.perf_counter()
+        train_output = trainer.train()
+        elapsed = time.perf_counter() - started
+        eval_metrics = trainer.evaluate() if has_eval else {}
+    except BaseException:
+        _restore(model, peft_model, dtype, was_training)
+        raise
+    peft_model.eval()
 
     summary = _clean(
         {
-            "base_model": client.base_model_name,
+            "base_model": base_model_name or getattr(model, "name_or_path", None),
             "data": {
                 "train": {"source": train_name, "rows": len(train_frame), "prompts": int(prompt_groups(train_frame, columns).nunique())},
                 "eval": None
@@ -291,7 +368,7 @@ def train_with_lora(
             },
             "environment": {
                 "world_size": args.world_size,
-                "device": str(client.device),
+                "device": str(device),
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },
@@ -299,10 +376,10 @@ def train_with_lora(
     )
     final_dir = output_dir / "final"
     if trainer.is_world_process_zero():
-        with atomic_directory(final_dir) as tmp:
-            model.save_pretrained(tmp)
+        with atomic_directory(final_dir, overwrite=True) as tmp:
+            peft_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             scaler.save(tmp)
             (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     trainer.accelerator.wait_for_everyone()
-    return TrainingResult(final_dir=final_dir, metrics=eval_metrics, summary=summary)
+    return TrainingResult(final_dir=final_dir, metrics=eval_metrics, summary=summary, model=peft_model, scaler=scaler)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from jace.cli import DeviceOption, app
-from jace.models import DEFAULT_RERANKER
+from jace.checkpoints import DEFAULT_RERANKER
 
 
 @app.command(

@@ -11,7 +11,7 @@ import typer
 from jace.cli import DeviceOption, app
 from jace.data import PairColumns
 
-from jace.models import DEFAULT_RERANKER as DEFAULT_MODEL
+from jace.checkpoints import DEFAULT_RERANKER as DEFAULT_MODEL
 
 FirstColumn = typer.Option("odai", "--first-column", help="Column with the query / お題.")
 SecondColumn = typer.Option("response", "--second-column", help="Column with the passage / 回答.")

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from jace.atomic import atomic_directory
+from jace.atomic import atomic_directory, check_complete
 from jace.batching import run_batched
+from jace.cross_encoder import load_sequence_regressor
 from jace.device import resolve_device
 from jace.pruning import modeling_pruning_encoder as modeling
 from jace.pruning.card import write_model_card
-from jace.pruning.encoding import PairTemplate, collate, encode_windows
+from jace.pruning.inputs import PairTemplate, collate, encode_windows
 from jace.pruning.modeling_pruning_encoder import (
     MODES,
     PruningEncoderConfig,
@@ -111,8 +112,6 @@ class PruningEncoder:
         cls, backbone: str | Path, mode: str = "reranking_pruning", *, device: str | None = None, **kwargs: Any
     ) -> "PruningEncoder":
         """A new PruningEncoder on a pretrained backbone (reranker or encoder) with a fresh pruning head."""
-        from jace.scoring import load_sequence_regressor
-
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         backbone = str(backbone)
@@ -128,6 +127,7 @@ class PruningEncoder:
         """Load a folder written by :meth:`save_pretrained` (or a hub repo holding one)."""
         folder = Path(path)
         if folder.is_dir():
+            check_complete(folder)
             missing = [name for name in ("config.json", "pruning_encoder_config.json") if not (folder / name).is_file()]
             if missing:
                 raise FileNotFoundError(f"{folder} is not a PruningEncoder folder: missing {missing}.")
@@ -141,8 +141,12 @@ class PruningEncoder:
             metadata = json.loads((folder / "pruning_encoder_config.json").read_text()).get("metadata", {})
         return cls(model, tokenizer, device=device, metadata=metadata, **kwargs)
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write the folder atomically: config (with auto_map), modeling file, weights, tokenizer, model card."""
+    def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the folder atomically: config (with auto_map), modeling file, weights, tokenizer, model card.
+
+        An existing folder keeps its other files; one holding a different model is refused unless
+        ``overwrite=True``.
+        """
         config = self.model.config
         config.auto_map = {
             "AutoConfig": f"{Path(MODELING_FILE).stem}.PruningEncoderConfig",
@@ -152,7 +156,7 @@ class PruningEncoder:
         config.architectures = [MODEL_CLASSES[self.mode].__name__]
         if self.mode == "reranking_pruning":
             config.sentence_transformers = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, overwrite=overwrite) as tmp:
             self.model.save_pretrained(tmp)
             shutil.copyfile(modeling.__file__, tmp / MODELING_FILE)
             self.tokenizer.save_pretrained(tmp)

@@ -13,7 +13,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from jace.device import mixed_precision_flags
 from jace.pruning.encoder import PruningEncoder
-from jace.pruning.encoding import IGNORE, PairTemplate, collate, encode_windows
+from jace.pruning.inputs import IGNORE, PairTemplate, collate, encode_windows
 
 
 @dataclass
@@ -178,6 +178,6 @@ def train_pruning_encoder(
     )
     final = output_dir / "final"
     if trainer.is_world_process_zero():
-        encoder.save_pretrained(final)
+        encoder.save_pretrained(final, overwrite=True)
     trainer.accelerator.wait_for_everyone()
     return final

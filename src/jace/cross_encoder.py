@@ -1,0 +1,73 @@
+"""The cross-encoder itself: tokenizing (query, passage) pairs and loading a single-logit model.
+
+Scoring, training and pruning all build on these, so none of them has to import another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[Sequence[str]], max_length: int) -> dict[str, list[list[int]]]:
+    """Tokenize pairs without padding (dynamic padding happens per batch), truncating to ``max_length``.
+
+    Raises a ValueError naming the first pair that is not two strings.
+
+    Example:
+        >>> encode_pairs(tokenizer, [("お題", "回答")], 512)["input_ids"]  # doctest: +SKIP
+        [[2, 1234, 3, 5678, 3]]
+    """
+    firsts, seconds = [], []
+    for index, pair in enumerate(pairs):
+        if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
+            raise ValueError(f"pair {index} must be two strings (query, passage), got {pair!r}.")
+        firsts.append(pair[0])
+        seconds.append(pair[1])
+    if not firsts:
+        return {"input_ids": []}
+    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    return {key: list(value) for key, value in encoded.items()}
+
+
+def read_adapter_base(path: str | Path) -> str | None:
+    """The base model a LoRA adapter folder was trained on, or None if ``path`` is not an adapter folder."""
+    config = Path(path) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError) as error:
+        raise ValueError(
+            f"{config}: not a readable PEFT adapter config ({error}); re-save the adapter or delete the folder."
+        ) from None
+
+
+def load_sequence_regressor(
+    name_or_path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any
+) -> PreTrainedModel:
+    """Load a single-logit sequence classifier; a bare encoder (e.g. MiniLM) gets a new 1-logit head.
+
+    Example:
+        >>> model = load_sequence_regressor("hotchpotch/japanese-reranker-cross-encoder-large-v1")  # doctest: +SKIP
+        >>> model.config.num_labels  # doctest: +SKIP
+        1
+    """
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if config.num_labels != 1:
+        architectures = config.architectures or []
+        if any("ForSequenceClassification" in arch for arch in architectures):
+            raise ValueError(
+                f"{name_or_path} is a classifier with {config.num_labels} labels; jace needs a single-logit "
+                "cross-encoder (a reranker), or a bare encoder to put a new regression head on."
+            )
+        config.num_labels = 1
+    return AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, config=config, trust_remote_code=trust_remote_code, **kwargs
+    )
