@@ -41,29 +41,29 @@ def test_sharded_scoring_merges_back_to_input_order(tiny_bert_dir, humor_frame, 
     out = tmp_path / "out.csv"
     client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
     columns = PairColumns(label=None)
-    counts = [score_file(client, src, out, columns, chunk_size=5, shard=Shard(i, 3), show_progress_bar=False)[1] for i in range(3)]
+    counts = [score_file(client, src, out, columns, chunk_size=5, shard=Shard(i, 3), show_progress_bar=False).rows for i in range(3)]
     assert sum(counts) == len(humor_frame)
     path, rows = merge_shards(out, 3, chunk_size=4)
     merged = pd.read_csv(path)
     assert rows == len(humor_frame)
     assert merged["response"].tolist() == humor_frame["response"].tolist()
-    single, _ = score_file(client, src, tmp_path / "single.csv", columns, show_progress_bar=False)
+    single = score_file(client, src, tmp_path / "single.csv", columns, show_progress_bar=False).path
     assert merged["predicted_score"].tolist() == pytest.approx(pd.read_csv(single)["predicted_score"].tolist(), abs=1e-6)
 
 
-def test_score_reports_empty_text_with_file_row_and_column(tiny_bert_dir, humor_frame, tmp_path):
+def test_strict_score_reports_empty_text_with_file_row_and_column(tiny_bert_dir, humor_frame, tmp_path):
     src = tmp_path / "in.csv"
     bad = humor_frame.copy()
     bad.loc[9, "response"] = ""
     bad.to_csv(src, index=False)
     out = tmp_path / "out.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "jace", "score", str(src), str(out), "--model", str(tiny_bert_dir), "--device", "cpu"],
+        [sys.executable, "-m", "jace", "score", str(src), str(out), "--model", str(tiny_bert_dir), "--device", "cpu", "--strict"],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 2
     assert "in.csv row 10 (line 11), column 'response'" in result.stderr
-    assert not out.exists() and not list(tmp_path.glob(".out.csv.tmp-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
 def test_train_evaluate_cli_round_trip(tiny_bert_dir, humor_frame, tmp_path):
@@ -105,3 +105,19 @@ def test_missing_column_is_a_clear_cli_error(tiny_bert_dir, tmp_path):
     )
     assert result.returncode == 2
     assert "missing column(s) ['response']" in result.stderr
+
+
+def test_export_into_a_folder_with_user_files_keeps_them(tiny_bert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    from jace.training import LoraTrainingConfig
+
+    result = client.train_with_lora(humor_frame.iloc[:16], None, tmp_path / "run", config=LoraTrainingConfig(max_steps=1))
+    target = tmp_path / "models"
+    (target / "mydata").mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    (target / "mydata" / "rows.csv").write_text("a\n")
+    out = runner.invoke(app, ["export", str(result.final_dir), str(target)])
+    assert out.exit_code == 0, out.output
+    assert (target / "notes.txt").read_text() == "mine" and (target / "mydata" / "rows.csv").read_text() == "a\n"
+    pairs = list(zip(humor_frame.odai[:4], humor_frame.response[:4]))
+    assert RerankerCrossEncoderClient(str(target), device="cpu").run(pairs) == pytest.approx(client.run(pairs), abs=1e-5)

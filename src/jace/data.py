@@ -6,13 +6,16 @@ and column instead of silently turning into a wrong number.
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from jace.atomic import atomic_file
 
 HUMOR_HUB_ID = "iammytoo/japanese-humor-evaluation-v2"
 HUMOR_COLUMNS = ("odai_type", "odai", "response", "score")
@@ -50,17 +53,74 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, TSV, JSONL, JSON or Parquet file into a DataFrame with text kept as text."""
+def _existing_file(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise DataValidationError(f"{path} is a folder; pass a data file ({', '.join(SUPPORTED_SUFFIXES)}).")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
+    return path
+
+
+def _unreadable(path: Path, error: Exception) -> DataValidationError:
+    if isinstance(error, UnicodeDecodeError):
+        return DataValidationError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}). Re-save the file as UTF-8."
+        )
+    return DataValidationError(f"{path}: cannot be read as {path.suffix.lower()} ({error}).")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, TSV, JSONL, JSON or Parquet file into a DataFrame with text kept as text."""
+    path = _existing_file(path)
     suffix = _suffix(path)
-    if suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    try:
+        if suffix in (".csv", ".tsv"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    except (UnicodeDecodeError, ValueError, pd.errors.ParserError, OSError) as error:
+        raise _unreadable(path, error) from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+
+    A line that is not a JSON object, or a file that is not UTF-8, is a :class:`DataValidationError`
+    naming the file and line.
+
+    Example:
+        >>> rows = list(iter_jsonl("rows.jsonl"))  # doctest: +SKIP
+        [(1, {'query': '…'})]
+    """
+    return _jsonl_rows(_existing_file(path))
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataValidationError(f"{path} line {number}: not UTF-8 text ({error.reason}). Re-save as UTF-8.") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataValidationError(f"{path} line {number}: not valid JSON ({error.msg}).") from None
+            if not isinstance(row, dict):
+                raise DataValidationError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
+            yield number, row
+
+
+def write_jsonl(rows: Iterator[dict[str, Any]] | Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write rows as JSONL (UTF-8, one object a line), atomically."""
+    with atomic_file(path, encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(path)
 
 
 def iter_table_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -68,9 +128,7 @@ def iter_table_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFram
 
     The index of each chunk continues from the previous one, so row numbers in errors are global.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file.")
+    path = _existing_file(path)
     suffix = _suffix(path)
     if suffix in (".csv", ".tsv"):
         reader = pd.read_csv(
@@ -83,14 +141,15 @@ def iter_table_chunks(path: str | Path, chunk_size: int) -> Iterator[pd.DataFram
         for start in range(0, len(frame), chunk_size):
             yield frame.iloc[start : start + chunk_size]
         return
-    with reader:
-        yield from reader
+    try:
+        with reader:
+            yield from reader
+    except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as error:
+        raise _unreadable(path, error) from None
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a DataFrame as CSV or JSONL (by suffix), atomically."""
-    from jace.atomic import atomic_file
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
@@ -111,6 +170,42 @@ def _row_label(source: str, index: object) -> str:
     return f"{source} row {row}"
 
 
+def require_columns(frame: pd.DataFrame, source: str, columns: Sequence[str]) -> None:
+    """Raise a :class:`DataValidationError` naming ``source`` when any of ``columns`` is missing."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing column(s) {missing}; found {list(frame.columns)}. "
+            f"Rename the columns or pass the column names explicitly."
+        )
+
+
+def invalid_rows(
+    frame: pd.DataFrame, text_columns: Sequence[str], numeric_columns: Sequence[str] = ()
+) -> pd.Series:
+    """Why each bad row is bad: a Series indexed like ``frame`` holding a reason, or None for good rows.
+
+    A text column must hold a non-empty string; a numeric column a finite number. Missing columns
+    are not checked here (see :func:`validate_frame`).
+
+    Example:
+        >>> df = pd.DataFrame({"odai": ["お題", ""], "response": ["回答", "x"], "score": ["2.5", "nan"]})
+        >>> invalid_rows(df, ["odai", "response"], ["score"]).tolist()
+        [None, "column 'odai': empty or non-text value ''"]
+    """
+    reasons = np.full(len(frame), None, dtype=object)
+    for column in text_columns:
+        values = frame[column].to_numpy(dtype=object)
+        bad = np.fromiter((not isinstance(v, str) or not v.strip() for v in values), bool, len(values)) & (reasons == None)  # noqa: E711
+        reasons[bad] = [f"column {column!r}: empty or non-text value {v!r}" for v in values[bad]]
+    for column in numeric_columns:
+        values = frame[column].to_numpy(dtype=object)
+        numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = ~np.isfinite(numbers) & (reasons == None)  # noqa: E711
+        reasons[bad] = [f"column {column!r}: {v!r} is not a finite number" for v in values[bad]]
+    return pd.Series(reasons, index=frame.index, dtype=object)
+
+
 def validate_frame(
     frame: pd.DataFrame,
     source: str,
@@ -126,33 +221,19 @@ def validate_frame(
         >>> validate_frame(df, "x.csv", ["odai", "response"], ["score"])["score"].tolist()
         [2.5]
     """
-    required = [*text_columns, *numeric_columns]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
+    require_columns(frame, source, [*text_columns, *numeric_columns])
+    if frame.empty:
+        raise DataValidationError(f"{source}: no rows. Pass a file with at least one pair.")
+    reasons = invalid_rows(frame, text_columns, numeric_columns)
+    bad = reasons.notna()
+    if bad.any():
+        index = reasons[bad].index[0]
         raise DataValidationError(
-            f"{source}: missing column(s) {missing}; found {list(frame.columns)}. "
-            f"Rename the columns or pass the column names explicitly."
+            f"{_row_label(source, index)}, {reasons[index]} ({int(bad.sum())} bad row(s)). Fix or drop these rows."
         )
     frame = frame.copy()
-    for column in text_columns:
-        values = frame[column]
-        bad = values.map(lambda v: not isinstance(v, str) or not v.strip())
-        if bad.any():
-            index = bad[bad].index[0]
-            raise DataValidationError(
-                f"{_row_label(source, index)}, column {column!r}: empty or non-text value {values[index]!r} "
-                f"({int(bad.sum())} such row(s)). Fill in or drop these rows."
-            )
     for column in numeric_columns:
-        numbers = pd.to_numeric(frame[column], errors="coerce").astype(float)
-        bad = ~np.isfinite(numbers.to_numpy())
-        if bad.any():
-            index = frame.index[np.flatnonzero(bad)[0]]
-            raise DataValidationError(
-                f"{_row_label(source, index)}, column {column!r}: {frame[column][index]!r} is not a finite number "
-                f"({int(bad.sum())} such row(s)). Fix or drop these rows."
-            )
-        frame[column] = numbers
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
 
 
@@ -224,15 +305,22 @@ def grouped_split(
         raise ValueError(
             f"validation_size ({validation_size}) and test_size ({test_size}) must be fractions summing below 1."
         )
-    groups = prompt_groups(frame, columns)
-    unique = np.array(sorted(groups.unique()))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(unique)
-    n_test = int(math.floor(len(unique) * test_size + 0.5))
-    n_val = int(math.floor(len(unique) * validation_size + 0.5))
-    test_groups = set(unique[:n_test])
-    val_groups = set(unique[n_test : n_test + n_val])
-    in_test = groups.isin(test_groups)
-    in_val = groups.isin(val_groups)
-    train = frame[~in_test & ~in_val].reset_index(drop=True)
-    return train, frame[in_val].reset_index(drop=True), frame[in_test].reset_index(drop=True)
+    from sklearn.model_selection import GroupShuffleSplit
+
+    groups = prompt_groups(frame, columns).to_numpy()
+    n_groups = len(set(groups))
+    n_test = int(np.floor(n_groups * test_size + 0.5))
+    n_val = int(np.floor(n_groups * validation_size + 0.5))
+
+    def carve(indices: np.ndarray, count: int, seed_offset: int) -> tuple[np.ndarray, np.ndarray]:
+        """Split ``indices`` into (rest, held) with ``count`` whole groups held out."""
+        if count == 0:
+            return indices, indices[:0]
+        splitter = GroupShuffleSplit(n_splits=1, test_size=count, random_state=seed + seed_offset)
+        rest, held = next(splitter.split(indices, groups=groups[indices]))
+        return indices[rest], indices[held]
+
+    rest, test = carve(np.arange(len(frame)), n_test, 0)
+    train, val = carve(rest, n_val, 1)
+    take = lambda idx: frame.iloc[np.sort(idx)].reset_index(drop=True)  # noqa: E731
+    return take(train), take(val), take(test)

@@ -77,10 +77,11 @@ def run_demo(output_dir: str | Path, data_dir: Path | None = None, *, train_rows
     print("[5/5] scoring a file with the streaming scorer …")
     inputs = output_dir / "to_score.csv"
     valid.head(200).drop(columns=["score"]).to_csv(inputs, index=False)
-    path, rows = score_file(
+    summary = score_file(
         RerankerCrossEncoderClient(result.final_dir, device="cpu"), inputs, output_dir / "scored.csv",
         PairColumns(label=None), chunk_size=64, original_scale=True, show_progress_bar=False,
     )  # fmt: skip
+    path, rows = summary.path, summary.rows
     scored = pd.read_csv(path)
     print(scored[["odai", "response", "predicted_score"]].head(5).to_string(index=False))
     print(f"done in {time.perf_counter() - started:.0f}s: adapter {result.final_dir}, merged {merged}, "

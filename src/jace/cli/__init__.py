@@ -26,7 +26,7 @@ def main() -> None:
 
     try:
         app()
-    except (DataValidationError, FileNotFoundError, ValueError) as error:
+    except (DataValidationError, OSError, ValueError) as error:  # OSError: missing, existing or unreadable paths
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
 

@@ -31,16 +31,15 @@ def prune_command(
     from tqdm.auto import tqdm
 
     from jace.atomic import atomic_file
-    from jace.data import DataValidationError
+    from jace.data import DataValidationError, iter_jsonl
     from jace.pruning.encoder import PruningEncoder
 
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {threshold}.")
-    if not input_path.is_file():
-        raise FileNotFoundError(f"{input_path}: no such file.")
+    rows = iter_jsonl(input_path)
     encoder = PruningEncoder.from_pretrained(model, device=device)
     written = 0
-    with open(input_path, encoding="utf-8") as source, atomic_file(output_path, encoding="utf-8") as sink, tqdm(
+    with atomic_file(output_path, encoding="utf-8") as sink, tqdm(
         desc="Pruning rows", unit="row"
     ) as bar:
         chunk: list[dict] = []
@@ -55,13 +54,7 @@ def prune_command(
             bar.update(len(chunk))
             chunk.clear()
 
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataValidationError(f"{input_path} line {number}: not valid JSON ({error.msg}).") from None
+        for number, row in rows:
             if "query" not in row or ("context" not in row and "contexts" not in row):
                 raise DataValidationError(f"{input_path} line {number}: needs 'query' and 'context' or 'contexts'.")
             chunk.append(row)

@@ -139,8 +139,11 @@ def evaluate(
     epilog="Examples:\n\n"
     "  jace score --model runs/humor/final pairs.csv scored.csv\n\n"
     "  jace score --model runs/humor/final big.jsonl scored.jsonl --chunk-size 50000 --original-scale\n\n"
+    "  jace score --model M big.csv out.csv --resume    # continue a killed run where it stopped\n\n"
     "  torchrun --nproc_per_node 4 -m jace score --model M big.csv out.csv   # one shard per process\n\n"
-    "  jace merge-shards out.csv --num-shards 4"
+    "  jace merge-shards out.csv --num-shards 4\n\n"
+    "Rows with an empty text go to OUT.rejects.csv (row number and reason) and the exit code is 1; "
+    "--strict stops at the first one instead."
 )
 def score(
     input_path: Path = typer.Argument(..., help="CSV or JSONL with the pairs."),
@@ -153,6 +156,8 @@ def score(
     batch_size: int = BatchSize,
     device: Optional[str] = DeviceOption,
     dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of writing it to OUT.rejects."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     first: str = FirstColumn,
     second: str = SecondColumn,
 ) -> None:
@@ -170,11 +175,14 @@ def score(
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
     client = RerankerCrossEncoderClient(model, device=device, dtype=dtype)
-    path, rows = score_file(
-        client, input_path, output_path, _columns(first, second, None, None),
-        chunk_size=chunk_size, batch_size=batch_size, original_scale=original_scale, shard=shard,
+    summary = score_file(
+        client, input_path, output_path, _columns(first, second, None, None), chunk_size=chunk_size,
+        batch_size=batch_size, original_scale=original_scale, shard=shard, strict=strict, resume=resume,
     )  # fmt: skip
-    typer.echo(f"wrote {rows} rows to {path}")
+    typer.echo(f"wrote {summary.rows} rows to {summary.path}")
+    if summary.rejected:
+        typer.echo(f"{summary.rejected} row(s) could not be scored; see {summary.rejects_path}", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command("merge-shards", epilog="Example:\n\n  jace merge-shards scored.csv --num-shards 4")
@@ -182,22 +190,24 @@ def merge_shards_command(
     output_path: Path = typer.Argument(..., help="The OUTPUT given to the sharded `jace score` runs."),
     num_shards: int = typer.Option(..., "--num-shards", min=1, help="How many shards were written."),
 ) -> None:
-    """Merge the shard files of a sharded `jace score` run back into input order."""
+    """Merge the shard files of a sharded `jace score` run back into input order (checks they belong to one run)."""
     from jace.streaming import merge_shards
 
     path, rows = merge_shards(output_path, num_shards)
     typer.echo(f"wrote {rows} rows to {path}")
 
 
-@app.command(epilog="Example:\n\n  jace export runs/humor/final runs/humor/merged")
+@app.command(epilog="Examples:\n\n  jace export runs/humor/final runs/humor/merged\n\n"
+             "  jace export runs/humor/final models/ --overwrite   # models/ held another model; its other files stay")
 def export(
     adapter_dir: Path = typer.Argument(..., help="A LoRA run's final folder."),
-    output_dir: Path = typer.Argument(..., help="Where to write the merged standalone model."),
+    output_dir: Path = typer.Argument(..., help="Where to write the merged standalone model (other files there are kept)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different model's files in OUTPUT_DIR."),
 ) -> None:
     """Merge a LoRA adapter into a standalone folder for transformers and sentence-transformers CrossEncoder."""
     from jace.export import export_merged_model
 
-    typer.echo(f"merged model saved to {export_merged_model(adapter_dir, output_dir)}")
+    typer.echo(f"merged model saved to {export_merged_model(adapter_dir, output_dir, overwrite=overwrite)}")
 
 
 @app.command(epilog="Example:\n\n  jace demo --output-dir runs/demo --data-dir ../shared/data")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from jace.data import DataValidationError
+from jace.data import DataValidationError, iter_jsonl, write_jsonl
 from jace.pruning.sentences import split_sentences
 
 REQUIRED = ("query", "texts", "labels", "context_spans", "context_spans_relevance")
@@ -56,27 +56,12 @@ def validate_rows(rows: Iterable[dict[str, Any]], source: str) -> list[dict[str,
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a JSONL file of pruning rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file.")
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise DataValidationError(f"{path} line {number}: not valid JSON ({error.msg}).") from None
-    return validate_rows(rows, str(path))
+    return validate_rows((row for _, row in iter_jsonl(path)), str(path))
 
 
 def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
+    """Write pruning rows as JSONL, atomically."""
+    return write_jsonl(rows, path)
 
 
 def _relevance(spans: list[tuple[int, int]], answers: list[tuple[int, int]]) -> list[int]:
