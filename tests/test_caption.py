@@ -195,3 +195,44 @@ def test_cli_caption_humor_fills_odai_for_image_rows_into_a_trainable_file(tiny_
     assert captioned["response"].tolist() == ["回答a", "回答b", "回答c"]
     assert captioned["odai"][1] == "テキストのお題" and captioned["odai"][0] and captioned["odai"][2]
     assert "キャプション生成エラー" not in set(captioned["odai"])
+
+
+def test_decompression_bomb_and_extreme_aspect_ratio_fail_alone(client, tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (300, 300), "red").save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # 90,000 pixels > 2x the limit: PIL raises
+    thin = np.zeros((1, 4000, 3), dtype=np.uint8)  # aspect ratio 4000: Qwen's image processor refuses it
+    good = pictures(2)
+    results = client.caption([good[0], bomb, thin, good[1]])
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert "decompression bomb" in results[1].error.lower()
+    assert "aspect ratio" in results[2].error.lower()
+    assert results[0].caption == client.run([good[0]])[0]
+
+
+def test_long_inputs_stream_in_chunks_with_flat_memory(tiny_qwen_vl_dir, tmp_path):
+    import tracemalloc
+
+    client = QwenCaptionClient(str(tiny_qwen_vl_dir), batch_size=4, cache_path=tmp_path / "cache.jsonl", **SMALL)
+    pulled, first_put_at = [0], []
+    put = client.cache.put
+
+    def spy(*args, **kwargs):
+        first_put_at.append(pulled[0])
+        put(*args, **kwargs)
+
+    client.cache.put = spy
+    n, size = 120, (600, 600, 3)  # 1.08 MB each: 130 MB if all were held at once
+
+    def images():
+        for i in range(n):
+            pulled[0] += 1
+            yield np.random.default_rng(i).integers(0, 255, size, dtype=np.uint8)
+
+    tracemalloc.start()
+    results = client.caption(images(), chunk_size=8)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(results) == n and all(r.ok for r in results)
+    assert first_put_at[0] <= 8  # the first captions were cached before the 9th image was even read
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB"

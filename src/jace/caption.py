@@ -16,8 +16,9 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Union
 
@@ -45,6 +46,19 @@ class CaptionError(RuntimeError):
         listed = "; ".join(f"item {i}: {error}" for i, error in failed[:5])
         more = f" (+{len(failed) - 5} more)" if len(failed) > 5 else ""
         super().__init__(f"{len(failed)} of {len(results)} image(s) failed: {listed}{more}")
+
+
+@dataclass
+class _Prepared:
+    """One image ready for the model: its pixel patches and patch grid, from the image processor."""
+
+    digest: str
+    pixel_values: torch.Tensor
+    grid: torch.Tensor  # (1, 3): t, h, w
+
+    @property
+    def tokens(self) -> int:
+        return int(self.grid.prod())
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,7 @@ def load_image(item: ImageInput) -> Image.Image:
             with Image.open(path) as opened:
                 opened.load()
                 image = opened.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
             raise ValueError(f"{path}: not a readable image ({error}).") from None
     elif isinstance(item, (bytes, bytearray)):
         if not item:
@@ -95,7 +109,7 @@ def load_image(item: ImageInput) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(item))
             image.load()
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
             raise ValueError(f"image bytes are not a readable image ({error}).") from None
     else:
         raise ValueError(f"unsupported image type {type(item).__name__}; pass a PIL image, uint8 array, path or bytes.")
@@ -216,17 +230,21 @@ class QwenCaptionClient:
         """The cache key of an image under this model, prompt and generation settings."""
         return hashlib.sha256((self._key_prefix + content_hash).encode()).hexdigest()
 
+    def _prepare(self, image: Image.Image, digest: str) -> _Prepared:
+        """Run the image processor on one image (so a bad one fails alone, e.g. an extreme aspect ratio)."""
+        vision = self.image_processor(images=[image], return_tensors="pt")
+        return _Prepared(digest, vision["pixel_values"], vision["image_grid_thw"])
+
     @torch.inference_mode()
-    def _generate(self, images: list[Image.Image]) -> list[str]:
-        vision = self.image_processor(images=images, return_tensors="pt")
-        grid = vision["image_grid_thw"]
+    def _generate(self, items: list[_Prepared]) -> list[str]:
+        grid = torch.cat([item.grid for item in items])
         merge = self.image_processor.merge_size**2
         texts = [self._template.replace(IMAGE_PAD, IMAGE_PAD * int(g.prod() // merge)) for g in grid]
         inputs = self.tokenizer(texts, padding=True, return_tensors="pt")
         output = self.model.generate(
             input_ids=inputs["input_ids"].to(self.device),
             attention_mask=inputs["attention_mask"].to(self.device),
-            pixel_values=vision["pixel_values"].to(self.device, self.dtype),
+            pixel_values=torch.cat([item.pixel_values for item in items]).to(self.device, self.dtype),
             image_grid_thw=grid.to(self.device),
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
@@ -235,49 +253,77 @@ class QwenCaptionClient:
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
-    def caption(self, images: Sequence[ImageInput], *, show_progress_bar: bool | None = None) -> list[CaptionResult]:
-        """Caption every image; one :class:`CaptionResult` per input, in input order."""
+    def caption(
+        self, images: Iterable[ImageInput], *, show_progress_bar: bool | None = None, chunk_size: int | None = None
+    ) -> list[CaptionResult]:
+        """Caption every image; one :class:`CaptionResult` per input, in input order.
+
+        Images are read, decoded, captioned and cached ``chunk_size`` at a time (default: 8
+        batches), so memory stays flat however long ``images`` is; it may be a generator. Any
+        failure of one image (unreadable, a decompression bomb, an aspect ratio the model cannot
+        take) becomes that item's error result.
+        """
+        chunk_size = chunk_size or self.batch_size * 8
+        total = len(images) if isinstance(images, Sequence) else None
+        if show_progress_bar is None:
+            show_progress_bar = total is not None and total >= 64
+        results: list[CaptionResult] = []
+        done: dict[str, CaptionResult] = {}  # captions made in this call, by image hash
+        from tqdm.auto import tqdm
+
+        with tqdm(total=total, desc="Captioning", unit="image", disable=not show_progress_bar) as bar:
+            for chunk in _chunks(iter(images), chunk_size):
+                results.extend(self._caption_chunk(chunk, done))
+                bar.update(len(chunk))
+        return results
+
+    def _caption_chunk(self, images: list[ImageInput], done: dict[str, CaptionResult]) -> list[CaptionResult]:
         results: list[CaptionResult | None] = [None] * len(images)
-        pending: dict[str, tuple[Image.Image, list[int]]] = {}
+        pending: dict[str, tuple[_Prepared, list[int]]] = {}
         for index, item in enumerate(images):
             try:
                 image = load_image(item)
-            except (ValueError, OSError) as error:
-                results[index] = CaptionResult(None, error=str(error))
+                digest = image_hash(image)
+            except Exception as error:  # one image's failure, whatever its kind, is that item's result
+                results[index] = CaptionResult(None, error=_describe(error))
                 continue
-            digest = image_hash(image)
             cached = self.cache.get(self.cache_key(digest)) if self.cache else None
             if cached is not None:
                 results[index] = CaptionResult(cached, image_hash=digest, cached=True)
+            elif digest in done:
+                results[index] = done[digest]
             elif digest in pending:
                 pending[digest][1].append(index)
             else:
-                pending[digest] = (image, [index])
-        unique = list(pending.items())
+                try:
+                    pending[digest] = (self._prepare(image, digest), [index])
+                except Exception as error:
+                    results[index] = done[digest] = CaptionResult(None, error=_describe(error), image_hash=digest)
+        unique = list(pending.values())
         if unique:
-            sizes = [image.width * image.height for _, (image, _) in unique]
 
             def forward(batch: list[int]) -> list[str]:
-                captions = self._generate([unique[i][1][0] for i in batch])
+                captions = self._generate([unique[i][0] for i in batch])
                 for i, caption in zip(batch, captions):
                     if caption and self.cache is not None:
-                        self.cache.put(self.cache_key(unique[i][0]), caption, image_hash=unique[i][0], model=self.model_name)
+                        digest = unique[i][0].digest
+                        self.cache.put(self.cache_key(digest), caption, image_hash=digest, model=self.model_name)
                 return captions
 
-            captions = run_batched(
-                sizes, forward, batch_size=self.batch_size, device=self.device, desc="Captioning",
-                show_progress_bar=show_progress_bar if show_progress_bar is not None else len(unique) >= 64,
-            )  # fmt: skip
-            for (digest, (_, indices)), caption in zip(unique, captions):
+            captions = run_batched([item.tokens for item, _ in unique], forward, batch_size=self.batch_size,
+                                   device=self.device, show_progress_bar=False)  # fmt: skip
+            for (item, indices), caption in zip(unique, captions):
+                result = (
+                    CaptionResult(caption, image_hash=item.digest)
+                    if caption
+                    else CaptionResult(None, error="the model produced an empty caption", image_hash=item.digest)
+                )
+                done[item.digest] = result
                 for index in indices:
-                    results[index] = (
-                        CaptionResult(caption, image_hash=digest)
-                        if caption
-                        else CaptionResult(None, error="the model produced an empty caption", image_hash=digest)
-                    )
+                    results[index] = result
         return results  # type: ignore[return-value]
 
-    def run(self, images: Sequence[ImageInput], *, on_error: str = "raise", show_progress_bar: bool | None = None) -> list[Any]:
+    def run(self, images: Iterable[ImageInput], *, on_error: str = "raise", show_progress_bar: bool | None = None) -> list[Any]:
         """Caption images; return the captions in input order.
 
         Every good image is captioned (and cached) even when some fail. Then, with
@@ -290,3 +336,12 @@ class QwenCaptionClient:
         if on_error == "raise" and any(not r.ok for r in results):
             raise CaptionError(results)
         return [r.caption for r in results]
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def _describe(error: Exception) -> str:
+    return str(error) if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: {error}"
