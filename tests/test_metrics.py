@@ -48,3 +48,13 @@ def test_breakdown_by_type_and_table():
     assert report["by_type"]["text"]["n"] == 2
     table = format_report(report)
     assert "ndcg@5" in table and "image" in table and "text" in table
+
+
+def test_prompts_where_ranking_is_undefined_are_skipped_and_counted():
+    truth = [0, 0, 0, 2, 2, 2, 3, 1, 0, 4]
+    pred = [0.1, 0.5, 0.9, 0.3, 0.2, 0.1, 0.9, 0.5, 0.1, 0.7]
+    groups = ["zeros"] * 3 + ["equal"] * 3 + ["real"] * 3 + ["single"]
+    report = evaluate_predictions(truth, pred, groups)["overall"]
+    assert report["n_prompts"] == 4 and report["n_prompts_unrankable"] == 3
+    assert report["ndcg@3"] == pytest.approx(1.0)  # only the "real" prompt counts, and it is ranked perfectly
+    assert per_group_ndcg(truth, pred, groups, k=3).index.tolist() == ["real"]

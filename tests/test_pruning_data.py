@@ -32,8 +32,8 @@ def test_english_sentences_and_spans_point_into_the_text():
     text = "It rains. Does it?  Yes!\nNew line here"
     spans = split_sentences(text)
     assert texts(text, spans) == ["It rains.", "Does it?", "Yes!", "New line here"]
-    with pytest.raises(ValueError):
-        split_sentences(text, language="fr")
+    with pytest.raises(TypeError):
+        split_sentences(None)
 
 
 ROW = {
@@ -75,7 +75,7 @@ def test_pair_template_matches_the_tokenizers_own_pair_encoding(fixture, request
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
-    window = encode_windows(tokenizer, PairTemplate.probe(tokenizer), "猫が好き", ["犬も好き。"], 64, 16)[0]
+    window = encode_windows(tokenizer, PairTemplate.probe(tokenizer), "猫が好き", "犬も好き。", [(0, 5)], 64, 16)[0]
     reference = tokenizer("猫が好き", "犬も好き。")
     assert window.input_ids == reference["input_ids"]
     if "token_type_ids" in reference:
@@ -86,8 +86,8 @@ def test_long_contexts_are_split_into_windows_of_whole_sentences(tiny_mecab_bert
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_mecab_bert_dir)
-    sentences = [f"文{i}は好きです。" for i in range(30)]
-    windows = encode_windows(tokenizer, PairTemplate.probe(tokenizer), "好き", sentences, 48, 8)
+    context = "".join(f"文{i}は好きです。" for i in range(30))
+    windows = encode_windows(tokenizer, PairTemplate.probe(tokenizer), "好き", context, split_sentences(context), 48, 8)
     assert len(windows) > 1 and all(len(w.input_ids) <= 48 for w in windows)
     assert sorted(i for w in windows for i in w.sentences) == list(range(30))
 
@@ -136,3 +136,61 @@ def test_jsquad_builds_valid_rows_and_article_split_does_not_leak():
     held_titles = {t for t, r in pairs if any(r is x for x in held)}
     assert not train_titles & held_titles and len(held) > 0
     assert all(any(r) for r in (row["context_spans_relevance"][0] for row in held[:200]))
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("これは（注釈。続き。次の文。", ["これは（注釈。", "続き。", "次の文。"]),  # a bracket never closed
+        ("第一文．第二文．", ["第一文．", "第二文．"]),  # full-width period
+        ("He went home. 東京 is big. She left.", ["He went home.", "東京 is big.", "She left."]),  # mixed scripts
+        ("円周率は3.14です。example.com も。", ["円周率は3.14です。", "example.com も。"]),
+        ("「閉じ」が先）に来る。次。", ["「閉じ」が先）に来る。", "次。"]),
+    ],
+)
+def test_splitting_survives_stray_brackets_full_width_periods_and_mixed_scripts(text, expected):
+    assert texts(text, split_sentences(text)) == expected
+
+
+def _assert_partition(text, spans):
+    cursor = 0
+    for start, end in spans:
+        assert cursor <= start < end <= len(text)
+        assert not text[cursor:start].strip(), (text[cursor:start], text)
+        cursor = end
+    assert not text[cursor:].strip()
+
+
+@pytest.mark.needs_data
+def test_spans_partition_every_real_jsquad_paragraph():
+    data = json.loads(shared_data("jsquad_valid.json").read_text(encoding="utf-8"))
+    paragraphs = [p["context"] for article in data["data"] for p in article["paragraphs"]]
+    assert len(paragraphs) > 1000
+    multi = 0
+    for context in paragraphs:
+        spans = split_sentences(context)
+        _assert_partition(context, spans)
+        multi += len(spans) > 1
+    assert multi / len(paragraphs) > 0.9  # real passages split into sentences, so they can be pruned
+
+
+def test_spans_partition_generated_texts():
+    import random
+
+    rng = random.Random(0)
+    alphabet = list("あいう漢字ABC abc.。．！？!?「」『』（）()\n 　3")
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        _assert_partition(text, split_sentences(text))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_xlmr_dir", "tiny_bert_dir"])
+def test_fast_tokenizers_see_the_context_exactly_as_the_plain_reranker_does(fixture, request):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
+    query = "日本で梅雨がないのは？"
+    context = "梅雨は東アジアの気象です。北海道には梅雨がない。 It rains in June. 沖縄では五月に始まる。"
+    window = encode_windows(tokenizer, PairTemplate.probe(tokenizer), query, context, split_sentences(context), 512, 64)[0]
+    assert window.input_ids == tokenizer(query, context)["input_ids"]
+    assert sorted(set(window.sentence_ids) - {-1}) == list(range(len(split_sentences(context))))

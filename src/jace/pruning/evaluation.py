@@ -9,17 +9,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import fbeta_score
 
-from jace.pruning.encoder import PruningEncoder, PruningResult
+from sklearn.metrics import ndcg_score
+
+from jace.metrics import rankable
+from jace.pruning.encoder import PruningEncoder
+from jace.pruning.sentences import compression_rate, join_kept
 
 DEFAULT_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
-
-
-def _ndcg(relevance: Sequence[int], scores: Sequence[float], k: int) -> float:
-    from sklearn.metrics import ndcg_score
-
-    if len(relevance) < 2:
-        return 1.0
-    return float(ndcg_score(np.asarray([relevance]), np.asarray([scores]), k=k))
 
 
 def evaluate_rows(
@@ -32,19 +28,26 @@ def evaluate_rows(
 ) -> dict[str, Any]:
     """Run the model once, then score every threshold from the same sentence probabilities.
 
-    Per threshold: has-answer rate (an answer string survives in the pruned positive), compression
-    on relevant (label 1) and irrelevant (label 0) texts, and sentence-level F2 on relevant texts.
-    Reranking (threshold-free): MRR and nDCG@k of each query's texts by rerank score.
+    The model scores the rows' own sentences (``context_spans``), so sentence labels and
+    predictions always refer to the same text. Per threshold: has-answer rate (an answer string
+    survives in the pruned positive), compression on relevant (label 1) and irrelevant (label 0)
+    texts (one definition: the share of sentence characters removed), and sentence-level F2 on
+    relevant texts. Reranking (threshold-free): MRR and nDCG@k of each query's texts by rerank
+    score, over queries where ranking is defined (two or more texts, not all of one label); the
+    others are counted as ``n_queries_unrankable``.
     """
-    results = encoder.prune_batch([(row["query"], row["texts"]) for row in rows], threshold=0.0, batch_size=batch_size)
+    results = encoder.prune_batch(
+        [(row["query"], row["texts"]) for row in rows], threshold=0.0, batch_size=batch_size,
+        sentence_spans=[row["context_spans"] for row in rows],
+    )  # fmt: skip
     report: dict[str, Any] = {"n_queries": len(rows), "sweep": []}
     for threshold in thresholds:
         has_answer, comp_rel, comp_irr, truth, predicted = [], [], [], [], []
         for row, per_text in zip(rows, results):
             for label, relevance, result in zip(row["labels"], row["context_spans_relevance"], per_text):
                 kept = [p > threshold for p in result.sentence_probabilities]
-                text = "".join(s for s, k_ in zip(_sentences(result), kept) if k_)
-                compression = 1.0 - len(text) / max(len(result.context), 1)
+                text = join_kept(result.context, result.sentence_spans, kept)
+                compression = compression_rate(result.sentence_spans, kept)
                 if label:
                     comp_rel.append(compression)
                     truth.extend(relevance)
@@ -65,18 +68,17 @@ def evaluate_rows(
     if encoder.mode == "reranking_pruning":
         rr, ndcg = [], []
         for row, per_text in zip(rows, results):
+            if not rankable(row["labels"]):
+                continue
             scores = [r.reranking_score for r in per_text]
             order = np.argsort(scores)[::-1]
             ranks = [rank + 1 for rank, i in enumerate(order) if row["labels"][i]]
-            rr.append(1.0 / ranks[0] if ranks else 0.0)
-            ndcg.append(_ndcg(row["labels"], scores, k))
-        report["mrr"] = float(np.mean(rr))
-        report[f"ndcg@{k}"] = float(np.mean(ndcg))
+            rr.append(1.0 / ranks[0])
+            ndcg.append(float(ndcg_score(np.asarray([row["labels"]]), np.asarray([scores]), k=k)))
+        report["mrr"] = float(np.mean(rr)) if rr else None
+        report[f"ndcg@{k}"] = float(np.mean(ndcg)) if ndcg else None
+        report["n_queries_unrankable"] = len(rows) - len(rr)
     return report
-
-
-def _sentences(result: PruningResult) -> list[str]:
-    return [result.context[s:e] for s, e in result.sentence_spans]
 
 
 def format_sweep(report: dict[str, Any]) -> str:
@@ -88,7 +90,7 @@ def format_sweep(report: dict[str, Any]) -> str:
             f"| {row['threshold']} | {fmt(row['has_answer_rate'])} | {fmt(row['compression_relevant'])} | "
             f"{fmt(row['compression_irrelevant'])} | {fmt(row['sentence_f2'])} |"
         )
-    extra = {k: v for k, v in report.items() if k.startswith(("mrr", "ndcg"))}
+    extra = {k: v for k, v in report.items() if k.startswith(("mrr", "ndcg")) and v is not None}
     if extra:
         lines.append("")
         lines.append("reranking: " + ", ".join(f"{k} {v:.3f}" for k, v in extra.items()))

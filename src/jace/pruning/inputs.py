@@ -1,13 +1,16 @@
-"""Turning (query, sentences) into model inputs with per-token sentence ids, for any tokenizer.
+"""Input building for the pruning head: (query, context) → model inputs with per-token sentence ids.
 
-Query and sentences are tokenized separately and concatenated inside the tokenizer's own pair
-template (found once by probing it), so no offset mapping is needed: this works for slow
-tokenizers such as the MeCab ``BertJapaneseTokenizer`` as well as fast ones. Query tokens, special
-tokens and padding get sentence id -1 (label -100 in training).
+The context is tokenized once, whole, and each token is given to the sentence its character
+offset falls in, so the model sees exactly the tokens a plain reranker sees (SentencePiece
+tokenizers such as XLM-R's would add a ``▁`` per sentence if sentences were tokenized one by one).
+Slow tokenizers without offsets (the MeCab ``BertJapaneseTokenizer``) tokenize each sentence on its
+own. Query and context go into the tokenizer's own pair template (found once by probing it). Query
+tokens, special tokens and padding get sentence id -1 (label -100 in training).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,24 +66,43 @@ class EncodedWindow:
     sentences: list[int]  # sentence indices present in this window
 
 
+def sentence_tokens(tokenizer: Any, context: str, spans: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Token ids of each sentence ``context[start:end]``, as the tokenizer splits the whole context.
+
+    A fast tokenizer tokenizes ``context`` once; a token belongs to the last sentence starting at or
+    before its first character (whitespace between sentences goes with the sentence before it).
+    A slow tokenizer without offsets tokenizes each sentence separately.
+    """
+    if not spans:
+        return []
+    if not getattr(tokenizer, "is_fast", False):
+        return tokenizer([context[start:end] for start, end in spans], add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [start for start, _ in spans]
+    tokens: list[list[int]] = [[] for _ in spans]
+    for token, (start, _) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+        tokens[max(bisect_right(starts, start) - 1, 0)].append(token)
+    return tokens
+
+
 def encode_windows(
     tokenizer: Any,
     template: PairTemplate,
     query: str,
-    sentences: Sequence[str],
+    context: str,
+    spans: Sequence[Sequence[int]],
     max_length: int,
     max_query_tokens: int,
     *,
     first_window_only: bool = False,
 ) -> list[EncodedWindow]:
-    """Pack whole sentences into as many windows as needed (a longer-than-window sentence is cut)."""
+    """Pack the sentences ``spans`` of ``context`` into as many windows as needed (a longer-than-window sentence is cut)."""
     query_ids = tokenizer.encode(query, add_special_tokens=False)[:max_query_tokens]
     budget = max_length - template.special_count - len(query_ids)
     if budget < 8:
         raise ValueError(f"max_length {max_length} leaves no room for context after the query; raise it.")
-    sentence_ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"] if sentences else []
     pieces: list[tuple[int, list[int]]] = []
-    for index, ids in enumerate(sentence_ids):
+    for index, ids in enumerate(sentence_tokens(tokenizer, context, spans)):
         for start in range(0, max(len(ids), 1), budget):
             pieces.append((index, ids[start : start + budget]))
     windows: list[list[tuple[int, list[int]]]] = [[]]

@@ -1,14 +1,48 @@
-"""Sentence splitting with character spans, for Japanese and English text."""
+"""Sentence splitting with character spans, for Japanese, English and mixed text, and what pruning keeps of it.
+
+One rule serves every language, so a passage that mixes scripts splits correctly:
+
+* 。．｡！？ and ASCII ``! ?`` end a sentence wherever they stand;
+* an ASCII ``.`` ends one only before whitespace or the end of the text (so ``3.14`` and
+  ``example.com`` stay whole);
+* a newline always ends one;
+* nothing ends inside a *matched* pair of brackets or quotes (「」『』（）()【】〈〉《》); an opening
+  bracket that is never closed on its line is ignored, so one stray bracket cannot block every split;
+* repeated marks and closing brackets stay with their sentence.
+"""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 
-_OPEN = "「『（(【〈《"
-_CLOSE = "」』）)】〉》"
-_JA_END = "。！？!?"
-_EN_END = re.compile(r"[.!?]+[\"')\]]*(?=\s+|$)")
-_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
+_PAIRS = dict(zip("「『（(【〈《", "」』）)】〉》"))
+_CLOSE = set(_PAIRS.values())
+_ENDS = set("。．｡！？!?")
+_TRAILING = _ENDS | _CLOSE | {".", '"', "'", "”", "’"}
+
+
+def _inside_brackets(text: str) -> list[bool]:
+    """For each character, whether it lies strictly inside a matched bracket pair on its line."""
+    depth_change = [0] * (len(text) + 1)
+    stack: list[tuple[str, int]] = []
+    for i, char in enumerate(text):
+        if char == "\n":
+            stack.clear()
+        elif char in _PAIRS:
+            stack.append((_PAIRS[char], i))
+        elif char in _CLOSE:
+            for level in range(len(stack) - 1, -1, -1):
+                if stack[level][0] == char:
+                    opened = stack[level][1]
+                    del stack[level:]
+                    depth_change[opened + 1] += 1
+                    depth_change[i] -= 1
+                    break
+    inside, depth = [], 0
+    for i in range(len(text)):
+        depth += depth_change[i]
+        inside.append(depth > 0)
+    return inside
 
 
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
@@ -19,65 +53,75 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
     return (start, end) if end > start else None
 
 
-def resolve_language(text: str, language: str = "auto") -> str:
-    """'ja' or 'en': ``language`` itself, or for "auto" Japanese when the text has any kana/kanji."""
-    if language not in ("auto", "ja", "en"):
-        raise ValueError(f"language must be 'auto', 'ja' or 'en', got {language!r}.")
-    if language == "auto":
-        return "ja" if _JAPANESE.search(text) else "en"
-    return language
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Split ``text`` into sentences; return ``(start, end)`` character spans, whitespace trimmed.
 
-
-def split_sentences(text: str, language: str = "auto") -> list[tuple[int, int]]:
-    """Split ``text`` into sentences; return ``(start, end)`` character spans (whitespace trimmed).
-
-    Japanese splits after 。！？ (and their ASCII forms) and at newlines, never inside 「」『』（）;
-    closing brackets and repeated marks stay with their sentence. English splits after . ! ? that
-    are followed by whitespace. ``language`` is "ja", "en" or "auto" (Japanese if any kana/kanji).
+    The spans are in order, never overlap, and only whitespace lies outside them.
 
     Example:
-        >>> text = "彼は「こんにちは。元気？」と言った。次の文です。"
+        >>> text = "彼は「こんにちは。元気？」と言った。He left. 次の文です。"
         >>> [text[s:e] for s, e in split_sentences(text)]
-        ['彼は「こんにちは。元気？」と言った。', '次の文です。']
+        ['彼は「こんにちは。元気？」と言った。', 'He left.', '次の文です。']
     """
-    language = resolve_language(text, language)
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}.")
+    inside = _inside_brackets(text)
     spans: list[tuple[int, int]] = []
-    start = 0
-    if language == "en":
-        for match in _EN_END.finditer(text):
-            for line_start, line_end in _lines(text, start, match.end()):
-                spans.append((line_start, line_end))
-            start = match.end()
-        spans.extend(_lines(text, start, len(text)))
-        return [s for s in (_trimmed(text, a, b) for a, b in spans) if s]
-    depth = 0
-    i, n = 0, len(text)
+    start, i, n = 0, 0, len(text)
     while i < n:
         char = text[i]
-        if char in _OPEN:
-            depth += 1
-        elif char in _CLOSE:
-            depth = max(0, depth - 1)
-        elif char == "\n":
+        if char == "\n":
             spans.append((start, i))
-            start, depth = i + 1, 0
-        elif char in _JA_END and depth == 0:
+            start = i + 1
+        elif not inside[i] and (char in _ENDS or (char == "." and _ends_here(text, i))):
             j = i + 1
-            while j < n and (text[j] in _JA_END or text[j] in _CLOSE):
+            while j < n and text[j] in _TRAILING and not (text[j] == "." and not _ends_here(text, j)):
                 j += 1
             spans.append((start, j))
             start, i = j, j
             continue
         i += 1
     spans.append((start, n))
-    return [s for s in (_trimmed(text, a, b) for a, b in spans) if s]
+    return [span for span in (_trimmed(text, a, b) for a, b in spans) if span]
 
 
-def _lines(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    pieces, cursor = [], start
-    for index in range(start, end):
-        if text[index] == "\n":
-            pieces.append((cursor, index))
-            cursor = index + 1
-    pieces.append((cursor, end))
-    return pieces
+def _ends_here(text: str, i: int) -> bool:
+    """An ASCII period ends a sentence when whitespace (or the text's end) follows it and its closers."""
+    j = i + 1
+    while j < len(text) and text[j] in _TRAILING:
+        j += 1
+    return j == len(text) or text[j].isspace()
+
+
+def join_kept(text: str, spans: Sequence[tuple[int, int]], keep: Sequence[bool]) -> str:
+    """The kept sentences of ``text``, each followed by the separator that followed it there.
+
+    Japanese sentences stay joined with nothing, English ones with their space, lines with their
+    newline. Keeping every sentence gives ``text`` back without its leading and trailing whitespace.
+
+    Example:
+        >>> text = "It rains. 東京は晴れ。Yes!"
+        >>> join_kept(text, split_sentences(text), [True, False, True])
+        'It rains. Yes!'
+    """
+    kept = [index for index, flag in enumerate(keep) if flag]
+    pieces = []
+    for position, index in enumerate(kept):
+        start, end = spans[index]
+        pieces.append(text[start:end])
+        if position + 1 < len(kept):
+            gap_end = spans[index + 1][0] if index + 1 < len(spans) else end
+            pieces.append(text[end:gap_end])
+    return "".join(pieces)
+
+
+def compression_rate(spans: Sequence[tuple[int, int]], keep: Sequence[bool]) -> float:
+    """Share of the sentences' characters that pruning removed: 0.0 keeps all, 1.0 keeps none.
+
+    Example:
+        >>> compression_rate([(0, 6), (6, 10)], [True, False])
+        0.4
+    """
+    total = sum(end - start for start, end in spans)
+    kept = sum(end - start for (start, end), flag in zip(spans, keep) if flag)
+    return 0.0 if total == 0 else 1.0 - kept / total

@@ -85,8 +85,7 @@ class PruningCollator:
     def __call__(self, examples) -> dict[str, torch.Tensor]:
         windows, relevances = [], []
         for query, text, _, spans, relevance, _ in examples:
-            sentences = [text[s:e] for s, e in spans]
-            windows.append(encode_windows(self.tokenizer, self.template, query, sentences, self.max_length,
+            windows.append(encode_windows(self.tokenizer, self.template, query, text, spans, self.max_length,
                                           self.max_query_tokens, first_window_only=True)[0])  # fmt: skip
             relevances.append(relevance)
         batch = collate(windows, self.tokenizer.pad_token_id or 0)
