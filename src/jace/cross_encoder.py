@@ -6,19 +6,61 @@ Scoring, training and pruning all build on these, so none of them has to import 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
+from jace.atomic import check_complete
+
 ADAPTER_CONFIG = "adapter_config.json"
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def check_model_source(name_or_path: str | Path) -> None:
+    """Fail early and clearly on a model argument that can be neither a local folder nor a hub id.
+
+    Example:
+        >>> check_model_source("hotchpotch/japanese-reranker-cross-encoder-large-v1")
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        check_complete(path)
+        if not (path / "config.json").is_file() and any(path.glob("adapter_model.*")) and not (path / ADAPTER_CONFIG).is_file():
+            raise FileNotFoundError(
+                f"{path}: holds LoRA adapter weights but no {ADAPTER_CONFIG}; copy it back from the training run "
+                "(…/final) or re-run training."
+            )
+    elif path.exists():
+        raise NotADirectoryError(f"{path} is a file; pass a model folder or a hub id (org/name).")
+    elif not _HUB_ID.match(str(name_or_path)):
+        raise FileNotFoundError(f"{name_or_path}: no such model folder, and not a hub id (org/name).")
+
+
+@contextmanager
+def loading(name_or_path: str | Path, what: str = "model") -> Iterator[None]:
+    """Turn a failed ``from_pretrained`` into an OSError that names the model and says what to do."""
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        if isinstance(error, (FileNotFoundError, NotADirectoryError)) or str(name_or_path) in str(error):
+            raise
+        hint = (
+            "its files are incomplete or corrupt; save or download it again"
+            if "deserializ" in str(error) or "header" in str(error).lower()
+            else "check the name or folder (offline, only local folders and cached hub models load)"
+        )
+        raise OSError(f"{name_or_path}: cannot load the {what}: {error} ({hint}).") from error
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[Sequence[str]], max_length: int) -> dict[str, list[list[int]]]:
     """Tokenize pairs without padding (dynamic padding happens per batch), truncating to ``max_length``.
 
-    Raises a ValueError naming the first pair that is not two strings.
+    Raises a ValueError naming the first pair that is not two non-empty strings.
 
     Example:
         >>> encode_pairs(tokenizer, [("お題", "回答")], 512)["input_ids"]  # doctest: +SKIP
@@ -26,8 +68,10 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[Sequence[str]], max_length: int
     """
     firsts, seconds = [], []
     for index, pair in enumerate(pairs):
-        if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
+        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
             raise ValueError(f"pair {index} must be two strings (query, passage), got {pair!r}.")
+        if not pair[0].strip() or not pair[1].strip():
+            raise ValueError(f"pair {index} has an empty text: {pair!r}. Drop or fill in such pairs.")
         firsts.append(pair[0])
         seconds.append(pair[1])
     if not firsts:
@@ -59,7 +103,9 @@ def load_sequence_regressor(
         >>> model.config.num_labels  # doctest: +SKIP
         1
     """
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    check_model_source(name_or_path)
+    with loading(name_or_path, "model config"):
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if config.num_labels != 1:
         architectures = config.architectures or []
         if any("ForSequenceClassification" in arch for arch in architectures):
@@ -68,6 +114,7 @@ def load_sequence_regressor(
                 "cross-encoder (a reranker), or a bare encoder to put a new regression head on."
             )
         config.num_labels = 1
-    return AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, config=config, trust_remote_code=trust_remote_code, **kwargs
-    )
+    with loading(name_or_path):
+        return AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, config=config, trust_remote_code=trust_remote_code, **kwargs
+        )

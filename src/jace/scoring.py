@@ -11,10 +11,9 @@ import torch
 from scipy.special import expit
 from transformers import AutoTokenizer, PreTrainedModel
 
-from jace.atomic import check_complete
 from jace.batching import run_batched
 from jace.checkpoints import DEFAULT_RERANKER
-from jace.cross_encoder import ADAPTER_CONFIG, encode_pairs, load_sequence_regressor, read_adapter_base
+from jace.cross_encoder import ADAPTER_CONFIG, check_model_source, encode_pairs, load_sequence_regressor, loading, read_adapter_base
 from jace.data import HUMOR, PairColumns
 from jace.device import resolve_device, resolve_dtype
 from jace.scaling import TargetScaler
@@ -59,11 +58,11 @@ class RerankerCrossEncoderClient:
         self.trust_remote_code = trust_remote_code
         self.scaler: TargetScaler | None = None
         self.adapter_path: str | None = None
-        if Path(model_name).is_dir():
-            check_complete(model_name)
+        check_model_source(model_name)
         adapter_base = read_adapter_base(model_name)
         self.base_model_name = str(adapter_base or model_name)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_name), trust_remote_code=trust_remote_code)
+        with loading(model_name, "tokenizer"):
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_name), trust_remote_code=trust_remote_code)
         self.model = self._load_base()
         if adapter_base is not None:
             self.load_lora_adapter(model_name)
@@ -86,7 +85,8 @@ class RerankerCrossEncoderClient:
             raise FileNotFoundError(f"{path}: no {ADAPTER_CONFIG}; pass the folder written by train_with_lora (…/final).")
         if self.adapter_path is not None:
             self.model = self._load_base()
-        peft_model = PeftModel.from_pretrained(self.model.float(), str(path))
+        with loading(path, "LoRA adapter"):
+            peft_model = PeftModel.from_pretrained(self.model.float(), str(path))
         self.model = peft_model.merge_and_unload().to(self.device, self.dtype).eval()
         self.scaler = TargetScaler.load(path)
         self.adapter_path = str(path)

@@ -167,6 +167,8 @@ def score_file(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     target = shard_path(output_path, shard)
     fmt = _writer_format(target)
+    if target.is_dir():
+        raise IsADirectoryError(f"output {target} is a folder; give the path of a .csv or .jsonl file to write.")
     partial, progress_file = _sidecar(target, ".partial"), _sidecar(target, ".progress.json")
     rejects, rejects_partial = rejects_path(target), _sidecar(rejects_path(target), ".partial")
     wanted = _Progress(file_sha256(input_path), chunk_size, [shard.index, shard.count],

@@ -274,6 +274,8 @@ def train_with_lora(
 
     config = config or LoraTrainingConfig()
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"output_dir {output_dir} is a file; pass a folder for the run (checkpoints and final/).")
     train_frame, train_name = _as_frame(train_dataset, columns)
     eval_frame, eval_name = (None, None) if eval_dataset is None else _as_frame(eval_dataset, columns)
     scaler = TargetScaler.fit(train_frame[columns.label].to_numpy())

@@ -15,9 +15,9 @@ import torch
 from scipy.special import expit
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from jace.atomic import atomic_directory, check_complete
+from jace.atomic import atomic_directory
 from jace.batching import run_batched
-from jace.cross_encoder import load_sequence_regressor
+from jace.cross_encoder import check_model_source, load_sequence_regressor, loading
 from jace.device import resolve_device
 from jace.pruning import modeling_pruning_encoder as modeling
 from jace.pruning.card import write_model_card
@@ -126,7 +126,9 @@ class PruningEncoder:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         backbone = str(backbone)
-        pretrained = load_sequence_regressor(backbone) if mode == "reranking_pruning" else AutoModel.from_pretrained(backbone)
+        check_model_source(backbone)
+        with loading(backbone, "backbone"):
+            pretrained = load_sequence_regressor(backbone) if mode == "reranking_pruning" else AutoModel.from_pretrained(backbone)
         config = PruningEncoderConfig(mode=mode, backbone_config=pretrained.config.to_dict())
         model = MODEL_CLASSES[mode](config)
         model.backbone_model.load_state_dict(pretrained.state_dict())
@@ -137,16 +139,18 @@ class PruningEncoder:
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, **kwargs: Any) -> "PruningEncoder":
         """Load a folder written by :meth:`save_pretrained` (or a hub repo holding one)."""
         folder = Path(path)
+        check_model_source(path)
         if folder.is_dir():
-            check_complete(folder)
             missing = [name for name in ("config.json", "pruning_encoder_config.json") if not (folder / name).is_file()]
             if missing:
                 raise FileNotFoundError(f"{folder} is not a PruningEncoder folder: missing {missing}.")
-        config = AutoConfig.from_pretrained(str(path))
+        with loading(path, "PruningEncoder config"):
+            config = AutoConfig.from_pretrained(str(path))
         if not isinstance(config, PruningEncoderConfig):
             raise ValueError(f"{path} holds a {type(config).__name__}, not a PruningEncoder (model_type 'pruning_encoder').")
-        model = MODEL_CLASSES[config.mode].from_pretrained(str(path), config=config)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        with loading(path, "PruningEncoder"):
+            model = MODEL_CLASSES[config.mode].from_pretrained(str(path), config=config)
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
         metadata = {}
         if folder.is_dir() and (folder / "pruning_encoder_config.json").is_file():
             metadata = json.loads((folder / "pruning_encoder_config.json").read_text()).get("metadata", {})
