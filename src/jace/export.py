@@ -34,6 +34,8 @@ def export_merged_model(
     from jace.cross_encoder import ADAPTER_CONFIG
     from jace.scoring import RerankerCrossEncoderClient
 
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise NotADirectoryError(f"{output_dir} is a file; a model is saved into a folder. Choose another path.")
     if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
         raise FileNotFoundError(
             f"{adapter_dir}: no {ADAPTER_CONFIG}; export takes the adapter folder a training run wrote (…/final)."

@@ -86,10 +86,17 @@ def rejects_path(target: Path) -> Path:
 
 
 def _writer_format(path: Path) -> str:
-    suffix = path.suffix.lower()
+    suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise ValueError(f"{path}: output must be .csv or .jsonl.")
     return suffix
+
+
+def check_output(path: str | Path) -> None:
+    """Refuse an output path that cannot be written: a folder, or a suffix other than .csv/.jsonl."""
+    _writer_format(Path(path))
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"output {path} is a folder; give the path of a .csv or .jsonl file to write.")
 
 
 def _append(frame: pd.DataFrame, handle, fmt: str, header: bool) -> None:
@@ -166,9 +173,8 @@ def score_file(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     target = shard_path(output_path, shard)
+    check_output(target)
     fmt = _writer_format(target)
-    if target.is_dir():
-        raise IsADirectoryError(f"output {target} is a folder; give the path of a .csv or .jsonl file to write.")
     partial, progress_file = _sidecar(target, ".partial"), _sidecar(target, ".progress.json")
     rejects, rejects_partial = rejects_path(target), _sidecar(rejects_path(target), ".partial")
     wanted = _Progress(file_sha256(input_path), chunk_size, [shard.index, shard.count],

@@ -165,8 +165,9 @@ def score(
     import os
 
     from jace.scoring import RerankerCrossEncoderClient
-    from jace.streaming import Shard, score_file
+    from jace.streaming import Shard, check_output, score_file
 
+    check_output(output_path)
     env = Shard.from_env()
     shard = Shard(env.index if shard_index is None else shard_index, env.count if num_shards is None else num_shards)
     if device is None and shard.count > 1 and "LOCAL_RANK" in os.environ:
