@@ -185,3 +185,23 @@ def tiny_modernbert_dir(tmp_path_factory) -> Path:
     ModernBertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class FirstGradient:
+    """A TrainerCallback that keeps the gradients of the first optimizer step (after accumulation)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        self.gradients = None
+        spy = self
+
+        class _Callback(TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+                if spy.gradients is None:
+                    spy.gradients = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+        self.callback = _Callback()
+
+    def __getattr__(self, name):
+        return getattr(self.callback, name)

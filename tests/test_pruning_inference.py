@@ -151,3 +151,54 @@ def test_real_weights_prune_scores_equal_the_plain_reranker(tmp_path):
     pruned = [r.reranking_score for r in pruner.prune("What is the capital of Japan?", contexts)]
     plain = reranker.run([("What is the capital of Japan?", c) for c in contexts])
     assert pruned == pytest.approx(plain, abs=1e-4)
+
+
+def test_pruning_gradient_accumulation_gives_the_same_first_gradient_as_one_big_batch(tmp_path):
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+
+    from conftest import _characters, _special, _tiny_bert_config
+
+    tokens = _special() + _characters()
+    torch.manual_seed(0)
+    folder = tmp_path / "no-dropout"
+    BertForSequenceClassification(_tiny_bert_config(len(tokens), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(folder)
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(folder)
+    text_a, text_b = "梅雨は東アジアの気象です。北海道には梅雨がない。", "猫が好きです。"
+    rows = [{"query": QUERY if i % 2 else "猫は好き？", "texts": [text_a, text_b][: 1 + i % 2], "labels": [1, 0][: 1 + i % 2],
+             "context_spans": [[[0, 13], [13, 24]], [[0, 7]]][: 1 + i % 2], "context_spans_relevance": [[0, 1], [0]][: 1 + i % 2],
+             "teacher_scores": [0.9, 0.2][: 1 + i % 2]} for i in range(11)]  # 16 (query, text) pairs  # fmt: skip
+
+    def first_gradient(batch, steps):
+        from conftest import FirstGradient
+
+        torch.manual_seed(1)  # the same fresh pruning head in both runs
+        encoder = PruningEncoder.from_backbone(str(folder), device="cpu")
+        encoder.model.pruning_head.dropout.p = 0.0
+        config = PruningTrainingConfig(max_steps=1, per_device_train_batch_size=batch, gradient_accumulation_steps=steps,
+                                       warmup_ratio=0.0, max_grad_norm=1e9, ranking_loss="mse")  # fmt: skip
+        spy = FirstGradient()
+        train_pruning_encoder(encoder, rows, tmp_path / f"b{batch}", config=config, callbacks=[spy])
+        return spy.gradients
+
+    big, accumulated = first_gradient(16, 1), first_gradient(4, 4)
+    assert big.keys() == accumulated.keys() and any(g.abs().max() > 0 for g in big.values())
+    for name in big:
+        assert torch.allclose(big[name], accumulated[name], atol=1e-7, rtol=1e-4), (name, (big[name] - accumulated[name]).abs().max(), big[name].abs().max())
+
+
+def test_mse_ranking_loss_compares_the_sigmoid_with_teacher_scores(tiny_bert_dir):
+    from jace.pruning.training import PruningTrainer
+
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    config = PruningTrainingConfig(w_prune=0.0, w_rank=1.0, ranking_loss="mse")
+    trainer = PruningTrainer.__new__(PruningTrainer)
+    trainer.pruning_config = config
+    batch = encoder.tokenizer(["猫"], ["猫です。"], return_tensors="pt")
+    with torch.no_grad():
+        logit = encoder.model(**batch).ranking_logits.squeeze()
+    inputs = {**batch, "token_labels": torch.full_like(batch["input_ids"], -100),
+              "ranking_labels": torch.tensor([1.0]), "teacher_scores": torch.tensor([0.25])}  # fmt: skip
+    inputs["token_labels"][0, 1] = 0
+    with torch.no_grad():
+        loss = trainer.compute_loss(encoder.model.eval(), inputs)
+    assert loss.item() == pytest.approx((torch.sigmoid(logit).item() - 0.25) ** 2, abs=1e-6)

@@ -182,7 +182,7 @@ def test_training_metrics_of_best_checkpoint_equal_evaluate_on_the_saved_model(t
         assert result.metrics[f"eval_{name.replace('@', '_at_')}"] == pytest.approx(evaluated[name], abs=1e-6), name
 
 
-def test_gradient_accumulation_gives_the_same_first_update_as_one_big_batch(tmp_path, humor_frame):
+def test_gradient_accumulation_gives_the_same_first_gradient_as_one_big_batch(tmp_path, humor_frame):
     from transformers import BertForSequenceClassification, BertTokenizerFast
 
     from conftest import _characters, _special, _tiny_bert_config
@@ -195,17 +195,21 @@ def test_gradient_accumulation_gives_the_same_first_update_as_one_big_batch(tmp_
     tokenizer.save_pretrained(folder)
     frame = _varied_lengths(humor_frame).iloc[:16]
 
-    def first_update(batch, steps):
+    def first_gradient(batch, steps):
+        from conftest import FirstGradient
+
         client = RerankerCrossEncoderClient(str(folder), device="cpu")
         config = LoraTrainingConfig(max_steps=1, per_device_train_batch_size=batch, gradient_accumulation_steps=steps,
-                                    learning_rate=1e-2, warmup_ratio=0.0, lora_dropout=0.0, max_grad_norm=1e9)  # fmt: skip
-        client.train_with_lora(frame, None, tmp_path / f"b{batch}", config=config)
-        return {n: p.detach().clone() for n, p in client.model.named_parameters() if "lora_B" in n}
+                                    warmup_ratio=0.0, lora_dropout=0.0, max_grad_norm=1e9)  # fmt: skip
+        spy = FirstGradient()
+        client.train_with_lora(frame, None, tmp_path / f"b{batch}", config=config, callbacks=[spy])
+        return spy.gradients
 
-    big, accumulated = first_update(16, 1), first_update(4, 4)
-    assert big.keys() == accumulated.keys() and big
+    # The gradient, not the update: Adam's first step is blind to a constant factor on the gradient.
+    big, accumulated = first_gradient(16, 1), first_gradient(4, 4)
+    assert big.keys() == accumulated.keys() and any(g.abs().max() > 0 for g in big.values())
     for name in big:
-        assert torch.allclose(big[name], accumulated[name], atol=1e-6), name
+        assert torch.allclose(big[name], accumulated[name], atol=1e-7, rtol=1e-4), name
 
 
 def test_failed_training_leaves_the_client_scoring_as_before(tiny_bert_dir, humor_frame, tmp_path):

@@ -27,6 +27,7 @@ from scipy.special import expit
 from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedModel, TrainerCallback, TrainingArguments, set_seed
 
 from jace.atomic import atomic_directory
+from jace.config import at_least_one, fraction, option, positive, validate
 from jace.cross_encoder import encode_pairs
 from jace.data import HUMOR, PairColumns, load_pairs, prompt_groups
 from jace.device import mixed_precision_flags
@@ -43,72 +44,45 @@ TRAINING_KS = (5, 10)
 
 @dataclass
 class LoraTrainingConfig:
-    """Hyperparameters for :func:`train_with_lora`. Defaults follow the seed (r=8, alpha=16, dropout 0.1).
+    """Hyperparameters for :func:`train_with_lora`. Every value is checked when the config is built.
 
     Example:
         >>> LoraTrainingConfig(num_train_epochs=1, loss="mse").loss
         'mse'
     """
 
-    r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling factor (alpha)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
-    target_modules: tuple[str, ...] = field(
-        default=("all-linear",),
-        metadata={"help": "Module names that get LoRA adapters; 'all-linear' adapts every linear layer of the encoder."},
+    r: int = option(8, "LoRA rank.", at_least_one, "must be >= 1", flags=("--lora-r",))
+    lora_alpha: int = option(16, "LoRA scaling factor (alpha).", positive, "must be > 0", flags=("--lora-alpha",))
+    lora_dropout: float = option(0.1, "Dropout on the LoRA branch.", fraction, "must be in [0, 1)", flags=("--lora-dropout",))
+    target_modules: tuple[str, ...] = option(
+        ("all-linear",), "Module names that get LoRA adapters; 'all-linear' adapts every linear layer of the encoder.",
+        lambda v: len(v) > 0 and all(isinstance(m, str) and m for m in v), "must name at least one module",
     )
-    loss: Literal["bce", "mse"] = field(
-        default="bce",
-        metadata={"help": "'bce': BCE-with-logits against scaled targets; 'mse': MSE between sigmoid(logit) and target."},
+    loss: Literal["bce", "mse"] = option(
+        "bce", "'bce': BCE-with-logits against scaled targets; 'mse': MSE between sigmoid(logit) and target.",
+        lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
     )
-    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (AdamW, linear decay)."})
-    num_train_epochs: float = field(default=5.0, metadata={"help": "Training epochs."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Training batch size per process."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps to accumulate before an update."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "Fraction of steps for linear warm-up."})
-    max_length: int = field(default=512, metadata={"help": "Truncate pairs to this many tokens (padding is dynamic)."})
-    metric_for_best_model: str = field(
-        default="spearman",
-        metadata={"help": "Eval metric that picks the best epoch: " + ", ".join(BEST_MODEL_METRICS) + " (K >= 1)."},
+    learning_rate: float = option(2e-5, "Peak learning rate (AdamW, linear decay).", positive, "must be > 0", flags=("--lr", "--learning-rate"))
+    num_train_epochs: float = option(5.0, "Training epochs.", positive, "must be > 0", flags=("--epochs",))
+    per_device_train_batch_size: int = option(16, "Training batch size per process.", at_least_one, "must be >= 1", flags=("--batch-size",))
+    per_device_eval_batch_size: int = option(64, "Evaluation batch size per process.", at_least_one, "must be >= 1", flags=("--eval-batch-size",))
+    gradient_accumulation_steps: int = option(1, "Steps to accumulate before an update.", at_least_one, "must be >= 1")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", positive, "must be > 0")
+    weight_decay: float = option(0.01, "AdamW weight decay.", lambda v: v >= 0, "must be >= 0")
+    warmup_ratio: float = option(0.06, "Fraction of steps for linear warm-up.", fraction, "must be in [0, 1)")
+    max_length: int = option(512, "Truncate pairs to this many tokens (padding is dynamic).", lambda v: v >= 8, "must be >= 8")
+    metric_for_best_model: str = option(
+        "spearman", "Eval metric that picks the best epoch: " + ", ".join(BEST_MODEL_METRICS) + " (K >= 1).",
+        lambda v: metric_k(v) is not False, f"must be one of {', '.join(BEST_MODEL_METRICS)} (K >= 1)", flags=("--metric",),
     )
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (overrides epochs when > 0)."})
-    logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
-    seed: int = field(default=42, metadata={"help": "Random seed."})
+    max_steps: int = option(-1, "Stop after this many steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
+                            "must be -1 (use epochs) or >= 1")  # fmt: skip
+    logging_steps: int = option(50, "Log the training loss every N steps.", at_least_one, "must be >= 1")
+    seed: int = option(42, "Random seed (LoRA init, shuffling, and the split when --eval is absent).")
 
     def __post_init__(self) -> None:
         self.target_modules = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
-        problems = [
-            f"{name} {why}, got {getattr(self, name)!r}"
-            for name, bad, why in (
-                ("loss", self.loss not in ("bce", "mse"), "must be 'bce' or 'mse'"),
-                ("r", self.r < 1, "must be >= 1"),
-                ("lora_alpha", self.lora_alpha <= 0, "must be > 0"),
-                ("lora_dropout", not 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
-                ("target_modules", not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules),
-                 "must name at least one module"),
-                ("learning_rate", not self.learning_rate > 0, "must be > 0"),
-                ("num_train_epochs", not self.num_train_epochs > 0, "must be > 0"),
-                ("per_device_train_batch_size", self.per_device_train_batch_size < 1, "must be >= 1"),
-                ("per_device_eval_batch_size", self.per_device_eval_batch_size < 1, "must be >= 1"),
-                ("gradient_accumulation_steps", self.gradient_accumulation_steps < 1, "must be >= 1"),
-                ("max_grad_norm", not self.max_grad_norm > 0, "must be > 0"),
-                ("weight_decay", not self.weight_decay >= 0, "must be >= 0"),
-                ("warmup_ratio", not 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
-                ("max_length", self.max_length < 8, "must be >= 8"),
-                ("metric_for_best_model", metric_k(self.metric_for_best_model) is False,
-                 f"must be one of {', '.join(BEST_MODEL_METRICS)} (K >= 1)"),
-                ("max_steps", self.max_steps == 0 or self.max_steps < -1, "must be -1 (use epochs) or >= 1"),
-                ("logging_steps", self.logging_steps < 1, "must be >= 1"),
-            )
-            if bad
-        ]
-        if problems:
-            raise ValueError("invalid LoraTrainingConfig: " + "; ".join(problems) + ".")
-
-
+        validate(self)
 
 def metric_k(metric: str) -> int | None | bool:
     """K of an ``ndcg@K`` metric, None for the other valid metrics, False for an unknown name."""

@@ -4,7 +4,7 @@ One row per query::
 
     {"query": str, "texts": [str, ...], "labels": [0/1, ...],
      "context_spans": [[[start, end], ...], ...], "context_spans_relevance": [[0/1, ...], ...],
-     "teacher_scores": [float, ...]  # optional
+     "teacher_scores": [float, ...]  # optional: the teacher reranker's sigmoid scores, 0..1
      "answers": [str, ...]           # optional, used by evaluation (has-answer rate)}
 """
 
@@ -36,6 +36,11 @@ def validate_rows(rows: Iterable[dict[str, Any]], source: str) -> list[dict[str,
         lengths = {key: len(row[key]) for key in ("texts", "labels", "context_spans", "context_spans_relevance")}
         if "teacher_scores" in row and row["teacher_scores"] is not None:
             lengths["teacher_scores"] = len(row["teacher_scores"])
+            if not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in row["teacher_scores"]):
+                raise DataValidationError(
+                    f"{where}, field 'teacher_scores': values must be the teacher's sigmoid scores in [0, 1], "
+                    f"got {row['teacher_scores']!r}."
+                )
         if not texts or len(set(lengths.values())) != 1:
             raise DataValidationError(f"{where}: per-text fields must be non-empty and the same length, got {lengths}.")
         for t, (text, spans, relevance) in enumerate(zip(texts, row["context_spans"], row["context_spans_relevance"])):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
+from jace.config import at_least_one, fraction, option, positive, validate
 from jace.device import mixed_precision_flags
 from jace.pruning.encoder import PruningEncoder
 from jace.pruning.inputs import IGNORE, PairTemplate, collate, encode_windows
+from jace.trainer import LengthGroupedTrainer
 
 
 @dataclass
@@ -25,29 +27,28 @@ class PruningTrainingConfig:
         'bce'
     """
 
-    w_rank: float = field(default=0.05, metadata={"help": "Weight of the ranking loss (Provence: 0.05)."})
-    w_prune: float = field(default=1.0, metadata={"help": "Weight of the token keep/drop cross-entropy."})
-    ranking_loss: Literal["bce", "mse"] = field(
-        default="bce", metadata={"help": "'bce' against labels, or 'mse' of the ranking logit against teacher_scores."}
+    w_rank: float = option(0.05, "Weight of the ranking loss (Provence: 0.05).", lambda v: v >= 0, "must be >= 0", flags=("--w-rank",))
+    w_prune: float = option(1.0, "Weight of the token keep/drop cross-entropy.", lambda v: v >= 0, "must be >= 0", flags=("--w-prune",))
+    ranking_loss: Literal["bce", "mse"] = option(
+        "bce", "'bce': BCE of the ranking logit against labels; 'mse': MSE of sigmoid(logit) against 0-1 teacher_scores.",
+        lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
     )
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (full fine-tuning)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after N steps (overrides epochs when > 0)."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "(query, text) pairs per batch."})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps for warm-up."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
-    max_length: int = field(default=512, metadata={"help": "Tokens per window (query + context + specials)."})
-    max_query_tokens: int = field(default=64, metadata={"help": "Query tokens kept."})
-    logging_steps: int = field(default=50, metadata={"help": "Log every N steps."})
-    seed: int = field(default=42, metadata={"help": "Random seed."})
+    learning_rate: float = option(5e-5, "Peak learning rate (full fine-tuning).", positive, "must be > 0", flags=("--lr", "--learning-rate"))
+    num_train_epochs: float = option(1.0, "Training epochs.", positive, "must be > 0", flags=("--epochs",))
+    max_steps: int = option(-1, "Stop after N steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
+                            "must be -1 (use epochs) or >= 1")  # fmt: skip
+    per_device_train_batch_size: int = option(16, "(query, text) pairs per batch.", at_least_one, "must be >= 1", flags=("--batch-size",))
+    gradient_accumulation_steps: int = option(1, "Steps to accumulate before an update.", at_least_one, "must be >= 1")
+    warmup_ratio: float = option(0.1, "Fraction of steps for warm-up.", fraction, "must be in [0, 1)")
+    weight_decay: float = option(0.01, "AdamW weight decay.", lambda v: v >= 0, "must be >= 0")
+    max_grad_norm: float = option(1.0, "Gradient clipping.", positive, "must be > 0")
+    max_length: int = option(512, "Tokens per window (query + context + specials).", lambda v: v >= 16, "must be >= 16")
+    max_query_tokens: int = option(64, "Query tokens kept.", at_least_one, "must be >= 1")
+    logging_steps: int = option(50, "Log every N steps.", at_least_one, "must be >= 1")
+    seed: int = option(42, "Random seed.")
 
     def __post_init__(self) -> None:
-        if self.ranking_loss not in ("bce", "mse"):
-            raise ValueError(f"ranking_loss must be 'bce' or 'mse', got {self.ranking_loss!r}.")
-        if self.w_rank < 0 or self.w_prune < 0 or self.w_rank + self.w_prune == 0:
-            raise ValueError("w_rank and w_prune must be >= 0 and not both 0.")
-
+        validate(self, ("w_rank + w_prune", self.w_rank + self.w_prune == 0, "must not both be 0"))
 
 class PairDataset(Dataset):
     """Flattens query rows into (query, text) examples with sentence relevance and labels."""
@@ -102,21 +103,16 @@ class PruningCollator:
         return batch
 
 
-class PruningTrainer(Trainer):
-    """loss = w_rank × ranking loss (BCE vs labels, or MSE vs teacher scores) + w_prune × token CE."""
+class PruningTrainer(LengthGroupedTrainer):
+    """loss = w_rank × ranking loss (BCE vs labels, or MSE vs teacher scores) + w_prune × token CE.
+
+    The token cross-entropy is averaged over each passage's context tokens, then over the passages
+    of the batch, so every term is a per-example mean and gradient accumulation is exact.
+    """
 
     def __init__(self, *args: Any, pruning_config: PruningTrainingConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pruning_config = pruning_config
-
-    def _get_train_sampler(self, train_dataset=None):
-        # Group pairs of similar length into batches (randomly shuffled groups), so that batches of
-        # long JSQuAD-style passages are not padded around short ones.
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        generator = torch.Generator().manual_seed(self.args.seed)
-        return LengthGroupedSampler(self.args.train_batch_size, lengths=dataset.lengths, generator=generator)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         cfg = self.pruning_config
@@ -124,16 +120,19 @@ class PruningTrainer(Trainer):
         ranking_labels = inputs.pop("ranking_labels")
         teacher = inputs.pop("teacher_scores", None)
         outputs = model(**inputs)
-        prune_loss = torch.nn.functional.cross_entropy(
-            outputs.pruning_logits.float().view(-1, 2), token_labels.view(-1), ignore_index=IGNORE
+        per_token = torch.nn.functional.cross_entropy(
+            outputs.pruning_logits.float().transpose(1, 2), token_labels, ignore_index=IGNORE, reduction="none"
         )
+        counts = (token_labels != IGNORE).sum(dim=1)
+        prune_loss = (per_token.sum(dim=1)[counts > 0] / counts[counts > 0]).mean()
         loss = cfg.w_prune * prune_loss
         if outputs.ranking_logits is not None and cfg.w_rank > 0:
             logits = outputs.ranking_logits.float().squeeze(-1)
             if cfg.ranking_loss == "mse":
                 if teacher is None:
                     raise ValueError("ranking_loss='mse' needs teacher_scores in every row of the training data.")
-                rank_loss = torch.nn.functional.mse_loss(logits, teacher)
+                # On the sigmoid, as inference scores: teacher scores are the teacher's 0-1 scores.
+                rank_loss = torch.nn.functional.mse_loss(torch.sigmoid(logits), teacher)
             else:
                 rank_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, ranking_labels)
             loss = loss + cfg.w_rank * rank_loss
@@ -157,6 +156,7 @@ def train_pruning_encoder(
         output_dir=str(output_dir / "checkpoints"), learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs, max_steps=config.max_steps,
         per_device_train_batch_size=config.per_device_train_batch_size, warmup_steps=config.warmup_ratio,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, logging_steps=config.logging_steps,
         save_strategy="no", report_to="none", seed=config.seed, remove_unused_columns=False,
         use_cpu=encoder.device.type == "cpu", dataloader_num_workers=0, **mixed_precision_flags(encoder.device),
