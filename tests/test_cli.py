@@ -121,3 +121,44 @@ def test_export_into_a_folder_with_user_files_keeps_them(tiny_bert_dir, humor_fr
     assert (target / "notes.txt").read_text() == "mine" and (target / "mydata" / "rows.csv").read_text() == "a\n"
     pairs = list(zip(humor_frame.odai[:4], humor_frame.response[:4]))
     assert RerankerCrossEncoderClient(str(target), device="cpu").run(pairs) == pytest.approx(client.run(pairs), abs=1e-5)
+
+
+@pytest.mark.parametrize("command,config_name", [("train", "LoraTrainingConfig"), ("train-pruner", "PruningTrainingConfig")])
+def test_training_options_are_generated_from_every_config_field(command, config_name):
+    import dataclasses
+
+    import jace.config
+
+    config_class = getattr(jace.config, config_name)
+    text = " ".join(runner.invoke(app, [command, "--help"], terminal_width=400).output.split())
+    for field in dataclasses.fields(config_class):
+        flag = (field.metadata["flags"] or (f"--{field.name.replace('_', '-')}",))[0]
+        assert flag in text, flag
+        assert field.metadata["help"].split(".")[0] in text, field.name
+
+
+def test_a_default_changed_in_the_config_changes_the_cli_help():
+    import dataclasses
+
+    import typer
+
+    from jace.cli.config_options import config_options
+    from jace.config import LoraTrainingConfig, option
+
+    @dataclasses.dataclass
+    class Tuned(LoraTrainingConfig):
+        r: int = option(32, "LoRA rank.", lambda v: v >= 1, "must be >= 1", flags=("--lora-r",))
+
+    seen = {}
+    tiny = typer.Typer()
+
+    @tiny.command()
+    @config_options(Tuned)
+    def run(name: str = typer.Option("x", "--name"), *, config: Tuned) -> None:
+        seen["config"] = config
+
+    assert "[default: 32]" in " ".join(runner.invoke(tiny, ["--help"], terminal_width=400).output.split("--lora-r")[1].split()[:8])
+    assert runner.invoke(tiny, ["--lr", "0.5"]).exit_code == 0
+    assert seen["config"].r == 32 and seen["config"].learning_rate == 0.5
+    result = runner.invoke(tiny, ["--lora-r", "0"])
+    assert isinstance(result.exception, ValueError) and "r must be >= 1" in str(result.exception)

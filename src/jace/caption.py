@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from jace.batching import run_batched
 from jace.device import resolve_device, resolve_dtype
-from jace.checkpoints import DEFAULT_CAPTION_MODEL
+from jace.config import DEFAULT_CAPTION_MODEL
 
 DEFAULT_PROMPT = "大喜利のお題の画像が与えられます。この画像から、大喜利のお題のようなキャプションを日本語で作成してください。"
 IMAGE_PAD = "<|image_pad|>"

@@ -1,17 +1,32 @@
-"""What jace's training configs share: fields that carry their own help text and checks.
+"""jace's configuration: the default checkpoints, and the training configs with their fields.
 
-A config is a dataclass whose fields are made with :func:`option`. The help text feeds the
-command line (its options are generated from the fields), and the check runs when the config is
-built, so a bad value fails at once with every problem listed, not after an hour of training.
+A config is a dataclass whose fields are made with :func:`option`: each carries its help text,
+its check and its CLI flags. The command line generates its options from the fields (so a
+default changed here changes ``--help``), and the checks run when a config is built, so a bad
+value fails at once with every problem listed, not after an hour of training. This module
+imports nothing heavy, so ``jace --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 Check = Callable[[Any], bool]
+
+#: The Japanese reranker scored with and fine-tuned by default (24 layers, MeCab tokenizer).
+DEFAULT_RERANKER = "hotchpotch/japanese-reranker-cross-encoder-large-v1"
+#: The vision-language model that captions image お題.
+DEFAULT_CAPTION_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+#: The regression metrics jace reports, by name.
+REGRESSION_METRICS = ("mse", "rmse", "r2", "pearson", "spearman")
+#: Name of the per-prompt ranking metric (reported as ``ndcg@K``).
+RANKING_METRIC = "ndcg"
+#: Metrics that can pick the best epoch: the regression metrics, the eval loss, or per-prompt ndcg@K.
+BEST_MODEL_METRICS = (*REGRESSION_METRICS, "loss", "ndcg@K")
 
 
 def option(default: Any, help: str, check: Check | None = None, rule: str = "", flags: tuple[str, ...] = ()) -> Any:
@@ -72,3 +87,93 @@ def at_least_one(value: Any) -> bool:
 def fraction(value: Any) -> bool:
     """In [0, 1)."""
     return 0 <= value < 1
+
+
+def metric_k(metric: str) -> int | None | bool:
+    """K of an ``ndcg@K`` metric, None for the other valid metrics, False for an unknown name.
+
+    Example:
+        >>> metric_k("ndcg@3"), metric_k("spearman"), metric_k("accuracy")
+        (3, None, False)
+    """
+    if metric in REGRESSION_METRICS or metric == "loss":
+        return None
+    prefix, _, k = metric.partition("@")
+    if prefix == RANKING_METRIC and k.isdigit() and int(k) >= 1:
+        return int(k)
+    return False
+
+
+@dataclass
+class LoraTrainingConfig:
+    """Hyperparameters for :func:`train_with_lora`. Every value is checked when the config is built.
+
+    Example:
+        >>> LoraTrainingConfig(num_train_epochs=1, loss="mse").loss
+        'mse'
+    """
+
+    r: int = option(8, "LoRA rank.", at_least_one, "must be >= 1", flags=("--lora-r",))
+    lora_alpha: int = option(16, "LoRA scaling factor (alpha).", positive, "must be > 0", flags=("--lora-alpha",))
+    lora_dropout: float = option(0.1, "Dropout on the LoRA branch.", fraction, "must be in [0, 1)", flags=("--lora-dropout",))
+    target_modules: tuple[str, ...] = option(
+        ("all-linear",), "Module names that get LoRA adapters; 'all-linear' adapts every linear layer of the encoder.",
+        lambda v: len(v) > 0 and all(isinstance(m, str) and m for m in v), "must name at least one module",
+    )
+    loss: Literal["bce", "mse"] = option(
+        "bce", "'bce': BCE-with-logits against scaled targets; 'mse': MSE between sigmoid(logit) and target.",
+        lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
+    )
+    learning_rate: float = option(2e-5, "Peak learning rate (AdamW, linear decay).", positive, "must be > 0", flags=("--lr", "--learning-rate"))
+    num_train_epochs: float = option(5.0, "Training epochs.", positive, "must be > 0", flags=("--epochs",))
+    per_device_train_batch_size: int = option(16, "Training batch size per process.", at_least_one, "must be >= 1", flags=("--batch-size",))
+    per_device_eval_batch_size: int = option(64, "Evaluation batch size per process.", at_least_one, "must be >= 1", flags=("--eval-batch-size",))
+    gradient_accumulation_steps: int = option(1, "Steps to accumulate before an update.", at_least_one, "must be >= 1")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", positive, "must be > 0")
+    weight_decay: float = option(0.01, "AdamW weight decay.", lambda v: v >= 0, "must be >= 0")
+    warmup_ratio: float = option(0.06, "Fraction of steps for linear warm-up.", fraction, "must be in [0, 1)")
+    max_length: int = option(512, "Truncate pairs to this many tokens (padding is dynamic).", lambda v: v >= 8, "must be >= 8")
+    metric_for_best_model: str = option(
+        "spearman", "Eval metric that picks the best epoch: " + ", ".join(BEST_MODEL_METRICS) + " (K >= 1).",
+        lambda v: metric_k(v) is not False, f"must be one of {', '.join(BEST_MODEL_METRICS)} (K >= 1)", flags=("--metric",),
+    )
+    max_steps: int = option(-1, "Stop after this many steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
+                            "must be -1 (use epochs) or >= 1")  # fmt: skip
+    logging_steps: int = option(50, "Log the training loss every N steps.", at_least_one, "must be >= 1")
+    seed: int = option(42, "Random seed (LoRA init, shuffling, and the split when --eval is absent).")
+
+    def __post_init__(self) -> None:
+        self.target_modules = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
+        validate(self)
+
+@dataclass
+class PruningTrainingConfig:
+    """Hyperparameters of :func:`train_pruning_encoder`. Loss = w_rank·ranking + w_prune·token CE.
+
+    Example:
+        >>> PruningTrainingConfig(w_rank=0.05, w_prune=1.0).ranking_loss
+        'bce'
+    """
+
+    w_rank: float = option(0.05, "Weight of the ranking loss (Provence: 0.05).", lambda v: v >= 0, "must be >= 0", flags=("--w-rank",))
+    w_prune: float = option(1.0, "Weight of the token keep/drop cross-entropy.", lambda v: v >= 0, "must be >= 0", flags=("--w-prune",))
+    ranking_loss: Literal["bce", "mse"] = option(
+        "bce", "'bce': BCE of the ranking logit against labels; 'mse': MSE of sigmoid(logit) against 0-1 teacher_scores.",
+        lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
+    )
+    learning_rate: float = option(5e-5, "Peak learning rate (full fine-tuning).", positive, "must be > 0", flags=("--lr", "--learning-rate"))
+    num_train_epochs: float = option(1.0, "Training epochs.", positive, "must be > 0", flags=("--epochs",))
+    max_steps: int = option(-1, "Stop after N steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
+                            "must be -1 (use epochs) or >= 1")  # fmt: skip
+    per_device_train_batch_size: int = option(16, "(query, text) pairs per batch.", at_least_one, "must be >= 1", flags=("--batch-size",))
+    gradient_accumulation_steps: int = option(1, "Steps to accumulate before an update.", at_least_one, "must be >= 1")
+    warmup_ratio: float = option(0.1, "Fraction of steps for warm-up.", fraction, "must be in [0, 1)")
+    weight_decay: float = option(0.01, "AdamW weight decay.", lambda v: v >= 0, "must be >= 0")
+    max_grad_norm: float = option(1.0, "Gradient clipping.", positive, "must be > 0")
+    max_length: int = option(512, "Tokens per window (query + context + specials).", lambda v: v >= 16, "must be >= 16")
+    max_query_tokens: int = option(64, "Query tokens kept.", at_least_one, "must be >= 1")
+    logging_steps: int = option(50, "Log every N steps.", at_least_one, "must be >= 1")
+    seed: int = option(42, "Random seed.")
+
+    def __post_init__(self) -> None:
+        validate(self, ("w_rank + w_prune", self.w_rank + self.w_prune == 0, "must not both be 0"))

@@ -22,10 +22,6 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import mean_squared_error, ndcg_score, r2_score
 
 DEFAULT_KS = (1, 3, 5, 10)
-#: The regression metrics of :func:`regression_metrics`, by name.
-REGRESSION_METRICS = ("mse", "rmse", "r2", "pearson", "spearman")
-#: Name of the per-prompt ranking metric (reported as ``ndcg@K``).
-RANKING_METRIC = "ndcg"
 
 
 def _finite_or_none(value: float) -> float | None:

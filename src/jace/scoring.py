@@ -12,7 +12,7 @@ from scipy.special import expit
 from transformers import AutoTokenizer, PreTrainedModel
 
 from jace.batching import run_batched
-from jace.checkpoints import DEFAULT_RERANKER
+from jace.config import DEFAULT_RERANKER
 from jace.cross_encoder import ADAPTER_CONFIG, check_model_source, encode_pairs, load_sequence_regressor, loading, read_adapter_base
 from jace.data import HUMOR, PairColumns
 from jace.device import resolve_device, resolve_dtype

@@ -17,7 +17,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,71 +27,17 @@ from scipy.special import expit
 from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedModel, TrainerCallback, TrainingArguments, set_seed
 
 from jace.atomic import atomic_directory
-from jace.config import at_least_one, fraction, option, positive, validate
+from jace.config import LoraTrainingConfig, metric_k
 from jace.cross_encoder import encode_pairs
 from jace.data import HUMOR, PairColumns, load_pairs, prompt_groups
 from jace.device import mixed_precision_flags
-from jace.metrics import RANKING_METRIC, REGRESSION_METRICS, evaluate_predictions
+from jace.metrics import evaluate_predictions
 from jace.scaling import TargetScaler
 from jace.trainer import LengthGroupedTrainer
 
 SUMMARY_FILE = "training_summary.json"
 HEAD_MODULES = ("classifier", "score")
-#: Metrics that can pick the best epoch: the regression metrics, the eval loss, or per-prompt ndcg@K.
-BEST_MODEL_METRICS = (*REGRESSION_METRICS, "loss", "ndcg@K")
 TRAINING_KS = (5, 10)
-
-
-@dataclass
-class LoraTrainingConfig:
-    """Hyperparameters for :func:`train_with_lora`. Every value is checked when the config is built.
-
-    Example:
-        >>> LoraTrainingConfig(num_train_epochs=1, loss="mse").loss
-        'mse'
-    """
-
-    r: int = option(8, "LoRA rank.", at_least_one, "must be >= 1", flags=("--lora-r",))
-    lora_alpha: int = option(16, "LoRA scaling factor (alpha).", positive, "must be > 0", flags=("--lora-alpha",))
-    lora_dropout: float = option(0.1, "Dropout on the LoRA branch.", fraction, "must be in [0, 1)", flags=("--lora-dropout",))
-    target_modules: tuple[str, ...] = option(
-        ("all-linear",), "Module names that get LoRA adapters; 'all-linear' adapts every linear layer of the encoder.",
-        lambda v: len(v) > 0 and all(isinstance(m, str) and m for m in v), "must name at least one module",
-    )
-    loss: Literal["bce", "mse"] = option(
-        "bce", "'bce': BCE-with-logits against scaled targets; 'mse': MSE between sigmoid(logit) and target.",
-        lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
-    )
-    learning_rate: float = option(2e-5, "Peak learning rate (AdamW, linear decay).", positive, "must be > 0", flags=("--lr", "--learning-rate"))
-    num_train_epochs: float = option(5.0, "Training epochs.", positive, "must be > 0", flags=("--epochs",))
-    per_device_train_batch_size: int = option(16, "Training batch size per process.", at_least_one, "must be >= 1", flags=("--batch-size",))
-    per_device_eval_batch_size: int = option(64, "Evaluation batch size per process.", at_least_one, "must be >= 1", flags=("--eval-batch-size",))
-    gradient_accumulation_steps: int = option(1, "Steps to accumulate before an update.", at_least_one, "must be >= 1")
-    max_grad_norm: float = option(1.0, "Gradient clipping norm.", positive, "must be > 0")
-    weight_decay: float = option(0.01, "AdamW weight decay.", lambda v: v >= 0, "must be >= 0")
-    warmup_ratio: float = option(0.06, "Fraction of steps for linear warm-up.", fraction, "must be in [0, 1)")
-    max_length: int = option(512, "Truncate pairs to this many tokens (padding is dynamic).", lambda v: v >= 8, "must be >= 8")
-    metric_for_best_model: str = option(
-        "spearman", "Eval metric that picks the best epoch: " + ", ".join(BEST_MODEL_METRICS) + " (K >= 1).",
-        lambda v: metric_k(v) is not False, f"must be one of {', '.join(BEST_MODEL_METRICS)} (K >= 1)", flags=("--metric",),
-    )
-    max_steps: int = option(-1, "Stop after this many steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
-                            "must be -1 (use epochs) or >= 1")  # fmt: skip
-    logging_steps: int = option(50, "Log the training loss every N steps.", at_least_one, "must be >= 1")
-    seed: int = option(42, "Random seed (LoRA init, shuffling, and the split when --eval is absent).")
-
-    def __post_init__(self) -> None:
-        self.target_modules = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
-        validate(self)
-
-def metric_k(metric: str) -> int | None | bool:
-    """K of an ``ndcg@K`` metric, None for the other valid metrics, False for an unknown name."""
-    if metric in REGRESSION_METRICS or metric == "loss":
-        return None
-    prefix, _, k = metric.partition("@")
-    if prefix == RANKING_METRIC and k.isdigit() and int(k) >= 1:
-        return int(k)
-    return False
 
 
 @dataclass

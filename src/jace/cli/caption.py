@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from jace.cli import DeviceOption, app
-from jace.checkpoints import DEFAULT_CAPTION_MODEL
+from jace.config import DEFAULT_CAPTION_MODEL
 
 caption_app = typer.Typer(
     help="Caption images into 大喜利-style Japanese お題 with Qwen2.5-VL (dedup, on-disk cache, resumable).",

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from jace.cli import DeviceOption, app
-from jace.checkpoints import DEFAULT_RERANKER
+from jace.cli.config_options import config_options
+from jace.config import DEFAULT_RERANKER, PruningTrainingConfig
 
 
 @app.command(
@@ -99,32 +100,23 @@ def build_pruning_data(
     epilog="Examples:\n\n  jace train-pruner --train data/train.jsonl --output-dir runs/pruner\n\n"
     "  jace train-pruner --train data/train.jsonl --backbone path/to/encoder --mode pruning_only --epochs 2",
 )
+@config_options(PruningTrainingConfig)
 def train_pruner(
     train: Path = typer.Option(..., "--train", help="JSONL of pruning rows (see build-pruning-data)."),
     output_dir: Path = typer.Option(Path("runs/pruner"), "--output-dir", help="Run folder; the model goes to OUTPUT_DIR/final."),
     backbone: str = typer.Option(DEFAULT_RERANKER, "--backbone", help="Backbone (reranker or encoder): hub id or folder."),
     mode: str = typer.Option("reranking_pruning", "--mode", help="reranking_pruning or pruning_only."),
-    epochs: float = typer.Option(1.0, "--epochs"),
-    learning_rate: float = typer.Option(5e-5, "--lr"),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
-    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N steps (overrides --epochs)."),
-    w_rank: float = typer.Option(0.05, "--w-rank", help="Weight of the ranking loss."),
-    w_prune: float = typer.Option(1.0, "--w-prune", help="Weight of the token pruning loss."),
-    ranking_loss: str = typer.Option("bce", "--ranking-loss", help="bce (labels) or mse (teacher_scores)."),
-    max_length: int = typer.Option(512, "--max-length"),
     device: Optional[str] = DeviceOption,
+    *,
+    config: PruningTrainingConfig,
 ) -> None:
     """Train a PruningEncoder on a backbone (Provence-style loss)."""
     from jace.pruning.data import read_rows
     from jace.pruning.encoder import PruningEncoder
-    from jace.pruning.training import PruningTrainingConfig, train_pruning_encoder
+    from jace.pruning.training import train_pruning_encoder
 
     rows = read_rows(train)
-    config = PruningTrainingConfig(
-        w_rank=w_rank, w_prune=w_prune, ranking_loss=ranking_loss, learning_rate=learning_rate,
-        num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch_size, max_length=max_length,
-    )  # fmt: skip
-    encoder = PruningEncoder.from_backbone(backbone, mode=mode, device=device, max_length=max_length)
+    encoder = PruningEncoder.from_backbone(backbone, mode=mode, device=device, max_length=config.max_length)
     final = train_pruning_encoder(encoder, rows, output_dir, config=config, training_data=f"{train} ({len(rows)} query rows)")
     typer.echo(f"model saved to {final}")
 

@@ -9,9 +9,10 @@ from typing import Optional
 import typer
 
 from jace.cli import DeviceOption, app
+from jace.cli.config_options import config_options
+from jace.config import DEFAULT_RERANKER as DEFAULT_MODEL
+from jace.config import LoraTrainingConfig
 from jace.data import PairColumns
-
-from jace.checkpoints import DEFAULT_RERANKER as DEFAULT_MODEL
 
 FirstColumn = typer.Option("odai", "--first-column", help="Column with the query / お題.")
 SecondColumn = typer.Option("response", "--second-column", help="Column with the passage / 回答.")
@@ -32,6 +33,7 @@ def _columns(first: str, second: str, label: Optional[str], group: Optional[str]
     "--second-column sentence2 --label-column label --model path/to/model --output-dir runs/jsts\n\n"
     "  torchrun --nproc_per_node 2 -m jace train --train data.csv --output-dir runs/ddp"
 )
+@config_options(LoraTrainingConfig)
 def train(
     train_data: str = typer.Option(..., "--train", help="Training data: CSV/JSONL/Parquet file or hub dataset id."),
     eval_data: Optional[str] = typer.Option(
@@ -39,45 +41,30 @@ def train(
     ),
     output_dir: Path = typer.Option(Path("runs/reranker-lora"), "--output-dir", help="Run folder; the adapter goes to OUTPUT_DIR/final."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base reranker: hub id or local folder."),
-    epochs: float = typer.Option(5.0, "--epochs", help="Training epochs."),
-    learning_rate: float = typer.Option(2e-5, "--lr", help="Peak learning rate."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Training batch size per process."),
-    loss: str = typer.Option("bce", "--loss", help="bce (BCE-with-logits) or mse (MSE on the sigmoid)."),
-    max_length: int = typer.Option(512, "--max-length", min=8, help="Truncate pairs to this many tokens."),
-    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N optimizer steps (overrides --epochs)."),
-    lora_r: int = typer.Option(8, "--lora-r", min=1, help="LoRA rank."),
-    lora_alpha: int = typer.Option(16, "--lora-alpha", help="LoRA alpha."),
-    lora_dropout: float = typer.Option(0.1, "--lora-dropout", help="LoRA dropout."),
-    metric: str = typer.Option("spearman", "--metric", help="Eval metric that picks the best epoch (spearman, ndcg@5, loss, …)."),
     validation_size: float = typer.Option(0.1, "--validation-size", help="Prompt fraction held out when --eval is absent."),
-    split_seed: int = typer.Option(42, "--seed", help="Seed for the split and training."),
     merge_to: Optional[Path] = typer.Option(None, "--merge-to", help="Also export a merged standalone model here."),
     device: Optional[str] = DeviceOption,
     first: str = FirstColumn,
     second: str = SecondColumn,
     label: str = LabelColumn,
     group: str = GroupColumn,
+    *,
+    config: LoraTrainingConfig,
 ) -> None:
     """LoRA-fine-tune a reranker into a regression model (BCE on min-max-scaled targets)."""
     from jace.data import grouped_split, load_pairs
     from jace.scoring import RerankerCrossEncoderClient
-    from jace.training import LoraTrainingConfig
 
     columns = _columns(first, second, label, group)
-    config = LoraTrainingConfig(
-        r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, loss=loss, learning_rate=learning_rate,
-        num_train_epochs=epochs, per_device_train_batch_size=batch_size, max_length=max_length,
-        metric_for_best_model=metric, max_steps=max_steps, seed=split_seed,
-    )  # fmt: skip
     train_frame = load_pairs(train_data, columns, split="train")
     if eval_data is None:
         train_frame, eval_frame, _ = grouped_split(
-            train_frame, validation_size=validation_size, test_size=0.0, seed=split_seed, columns=columns
+            train_frame, validation_size=validation_size, test_size=0.0, seed=config.seed, columns=columns
         )
         typer.echo(f"held out {len(eval_frame)} rows (whole prompts) of --train for validation", err=True)
     else:
         eval_frame = load_pairs(eval_data, columns, split="validation")
-    client = RerankerCrossEncoderClient(model, device=device, max_length=max_length)
+    client = RerankerCrossEncoderClient(model, device=device, max_length=config.max_length)
     result = client.train_with_lora(train_frame, eval_frame, output_dir, config=config, columns=columns)
     typer.echo(f"adapter saved to {result.final_dir}")
     typer.echo(json.dumps(result.metrics, indent=2, ensure_ascii=False))

@@ -3,52 +3,20 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
 
-from jace.config import at_least_one, fraction, option, positive, validate
+from jace.config import PruningTrainingConfig
 from jace.device import mixed_precision_flags
 from jace.pruning.encoder import PruningEncoder
 from jace.pruning.inputs import IGNORE, PairTemplate, collate, encode_windows
 from jace.trainer import LengthGroupedTrainer
 
-
-@dataclass
-class PruningTrainingConfig:
-    """Hyperparameters of :func:`train_pruning_encoder`. Loss = w_rank·ranking + w_prune·token CE.
-
-    Example:
-        >>> PruningTrainingConfig(w_rank=0.05, w_prune=1.0).ranking_loss
-        'bce'
-    """
-
-    w_rank: float = option(0.05, "Weight of the ranking loss (Provence: 0.05).", lambda v: v >= 0, "must be >= 0", flags=("--w-rank",))
-    w_prune: float = option(1.0, "Weight of the token keep/drop cross-entropy.", lambda v: v >= 0, "must be >= 0", flags=("--w-prune",))
-    ranking_loss: Literal["bce", "mse"] = option(
-        "bce", "'bce': BCE of the ranking logit against labels; 'mse': MSE of sigmoid(logit) against 0-1 teacher_scores.",
-        lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
-    )
-    learning_rate: float = option(5e-5, "Peak learning rate (full fine-tuning).", positive, "must be > 0", flags=("--lr", "--learning-rate"))
-    num_train_epochs: float = option(1.0, "Training epochs.", positive, "must be > 0", flags=("--epochs",))
-    max_steps: int = option(-1, "Stop after N steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
-                            "must be -1 (use epochs) or >= 1")  # fmt: skip
-    per_device_train_batch_size: int = option(16, "(query, text) pairs per batch.", at_least_one, "must be >= 1", flags=("--batch-size",))
-    gradient_accumulation_steps: int = option(1, "Steps to accumulate before an update.", at_least_one, "must be >= 1")
-    warmup_ratio: float = option(0.1, "Fraction of steps for warm-up.", fraction, "must be in [0, 1)")
-    weight_decay: float = option(0.01, "AdamW weight decay.", lambda v: v >= 0, "must be >= 0")
-    max_grad_norm: float = option(1.0, "Gradient clipping.", positive, "must be > 0")
-    max_length: int = option(512, "Tokens per window (query + context + specials).", lambda v: v >= 16, "must be >= 16")
-    max_query_tokens: int = option(64, "Query tokens kept.", at_least_one, "must be >= 1")
-    logging_steps: int = option(50, "Log every N steps.", at_least_one, "must be >= 1")
-    seed: int = option(42, "Random seed.")
-
-    def __post_init__(self) -> None:
-        validate(self, ("w_rank + w_prune", self.w_rank + self.w_prune == 0, "must not both be 0"))
 
 class PairDataset(Dataset):
     """Flattens query rows into (query, text) examples with sentence relevance and labels."""
