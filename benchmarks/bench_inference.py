@@ -44,7 +44,7 @@ def with_fixed_head(base: str) -> str:
     """MiniLM with one random 1-logit head saved to a folder, so every method scores the same model."""
     from transformers import AutoTokenizer
 
-    from jace.scoring import load_sequence_regressor
+    from jace.cross_encoder import load_sequence_regressor
 
     folder = tempfile.mkdtemp(prefix="bench-minilm-")
     torch.manual_seed(0)
@@ -64,7 +64,8 @@ def flops(model, lengths) -> float:
 def bench(name: str, folder: str, pairs, repeats: int) -> list[dict]:
     from sentence_transformers import CrossEncoder
 
-    from jace.scoring import RerankerCrossEncoderClient, encode_pairs
+    from jace.cross_encoder import encode_pairs
+    from jace.scoring import RerankerCrossEncoderClient
 
     ours = RerankerCrossEncoderClient(folder, device="cpu")
     ours_bf16 = RerankerCrossEncoderClient(folder, device="cpu", dtype="bfloat16")

@@ -11,7 +11,7 @@ from datasets import Dataset
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import Trainer, TrainingArguments
 
-from jace.scoring import load_sequence_regressor
+from jace.cross_encoder import load_sequence_regressor
 
 
 class SeedSigmoidRegressionTrainer(Trainer):

@@ -17,6 +17,8 @@ from typing import Any, List
 
 import typer
 
+from jace.config import field_help
+
 _PREFIX = "config__"
 
 
@@ -39,6 +41,7 @@ def config_options(config_class: type, *, exclude: tuple[str, ...] = ()) -> Call
     """
     hints = typing.get_type_hints(config_class)
     fields = [field for field in dataclasses.fields(config_class) if field.name not in exclude]
+    help_texts = field_help(config_class)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(command)
@@ -49,7 +52,7 @@ def config_options(config_class: type, *, exclude: tuple[str, ...] = ()) -> Call
             if isinstance(default, tuple):
                 default = list(default)
             flags = field.metadata.get("flags") or (f"--{field.name.replace('_', '-')}",)
-            help_text = field.metadata.get("help", "")
+            help_text = help_texts[field.name]
             added.append(inspect.Parameter(
                 _PREFIX + field.name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(hints[field.name]),
                 default=typer.Option(default, *flags, help=help_text, rich_help_panel=f"{config_class.__name__} options"),
