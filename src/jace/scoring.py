@@ -108,18 +108,22 @@ class RerankerCrossEncoderClient:
         batch_size: int = 32,
         *,
         original_scale: bool = False,
+        raw_scores: bool = False,
         show_progress_bar: bool | None = None,
     ) -> list[float]:
         """Score pairs: sigmoid of the model's logit (0..1), in input order.
 
         Pairs are sorted by token length and batched under a token budget with dynamic padding.
         With ``original_scale=True`` the scores are mapped back to the training data's scale
-        (needs a model trained by jace, which saves its target scaler).
+        (needs a model trained by jace, which saves its target scaler). ``raw_scores=True``
+        returns the logits themselves.
 
         Example:
             >>> client.run([("お題", "回答")], original_scale=True)  # doctest: +SKIP
             [2.71]
         """
+        if original_scale and raw_scores:
+            raise ValueError("original_scale and raw_scores exclude each other: the scale maps sigmoid scores back.")
         if original_scale and self.scaler is None:
             raise ValueError(
                 "original_scale=True needs a target scaler, but this model has none (target_scaler.json); "
@@ -136,6 +140,8 @@ class RerankerCrossEncoderClient:
             desc="Scoring",
             show_progress_bar=show_progress_bar,
         )
+        if raw_scores:
+            return [float(logit) for logit in logits]
         scores = expit(np.asarray(logits, dtype=np.float64))
         if original_scale:
             scores = self.scaler.inverse_transform(scores)  # type: ignore[union-attr]

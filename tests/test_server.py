@@ -1,0 +1,294 @@
+"""`jace serve` for real: a uvicorn server in a subprocess on a free loopback port, tiny models,
+bounded request counts and times."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from jace.scoring import RerankerCrossEncoderClient
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+QUERY = "日本で梅雨がないのは？"
+TEXTS = ["梅雨は東アジアの気象です。北海道には梅雨がない。", "猫が好きです。犬も好きです。", "今日は晴れです。"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *args, env=None):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "jace", "serve", *map(str, args), "--port", str(self.port), "--device", "cpu"]
+        self.process = subprocess.Popen(command, env={**ENV, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.log: list[str] = []
+        threading.Thread(target=lambda: self.log.extend(self.process.stdout), daemon=True).start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("server exited:\n" + "".join(self.log))
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become healthy:\n" + "".join(self.log))
+
+    def post(self, path, body, **kwargs):
+        return httpx.post(self.url + path, json=body, timeout=60, **kwargs)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def pruner_dir(tiny_bert_dir, tmp_path_factory):
+    import torch
+
+    from jace.pruning import PruningEncoder
+
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    torch.manual_seed(0)
+    torch.nn.init.normal_(encoder.model.pruning_head.classifier.weight, std=2.0)
+    return encoder.save_pretrained(tmp_path_factory.mktemp("serve") / "pruner")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bert_dir, pruner_dir):
+    running = Server(tiny_bert_dir, "--pruner", pruner_dir, "--max-client-batch-size", "64")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def direct(tiny_bert_dir):
+    return RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+
+
+def test_tei_rerank_returns_best_first_with_the_scores_of_run(server, direct):
+    response = server.post("/rerank", {"query": QUERY, "texts": TEXTS, "return_text": True})
+    assert response.status_code == 200, response.text
+    hits = response.json()
+    expected = direct.run([(QUERY, t) for t in TEXTS])
+    assert [h["index"] for h in hits] == sorted(range(3), key=lambda i: expected[i], reverse=True)
+    assert {h["index"]: h["score"] for h in hits} == pytest.approx(dict(enumerate(expected)), abs=1e-5)
+    assert all(h["text"] == TEXTS[h["index"]] for h in hits)
+    raw = server.post("/rerank", {"query": QUERY, "texts": TEXTS, "raw_scores": True}).json()
+    logits = direct.run([(QUERY, t) for t in TEXTS], raw_scores=True)
+    assert {h["index"]: h["score"] for h in raw} == pytest.approx(dict(enumerate(logits)), abs=1e-5)
+
+
+def test_cohere_style_rerank_with_top_n_documents_and_token_meta(server, direct):
+    body = {"model": "m", "query": QUERY, "documents": [TEXTS[0], {"text": TEXTS[1]}, TEXTS[2]], "top_n": 2, "return_documents": True}
+    data = server.post("/v1/rerank", body).json()
+    expected = direct.run([(QUERY, t) for t in TEXTS])
+    best = sorted(range(3), key=lambda i: expected[i], reverse=True)[:2]
+    assert [r["index"] for r in data["results"]] == best and data["id"]
+    assert [r["document"]["text"] for r in data["results"]] == [TEXTS[i] for i in best]
+    assert data["results"][0]["relevance_score"] == pytest.approx(expected[best[0]], abs=1e-5)
+    tokens = sum(len(ids) for ids in direct.tokenizer([QUERY] * 3, TEXTS)["input_ids"])
+    assert data["meta"]["tokens"]["input_tokens"] == tokens
+
+
+def test_score_and_prune_endpoints(server, direct, pruner_dir):
+    from jace.pruning import PruningEncoder
+
+    pairs = [["お題", "回答です"], ["猫", "犬"]]
+    assert server.post("/score", {"pairs": pairs}).json()["scores"] == pytest.approx(direct.run([tuple(p) for p in pairs]), abs=1e-5)
+    response = server.post("/score", {"pairs": pairs, "original_scale": True})
+    assert response.status_code == 422 and "target scaler" in response.json()["detail"]
+    pruned = server.post("/prune", {"query": QUERY, "contexts": TEXTS[:2], "threshold": 0.5}).json()["results"]
+    expected = PruningEncoder.from_pretrained(pruner_dir, device="cpu").prune(QUERY, TEXTS[:2], threshold=0.5)
+    for got, want in zip(pruned, expected):
+        assert got["pruned_context"] == want.pruned_context
+        assert got["reranking_score"] == pytest.approx(want.reranking_score, abs=1e-5)
+        assert got["compression_rate"] == pytest.approx(want.compression_rate)
+        assert got["kept_sentences"] == [i for i, p in enumerate(want.sentence_probabilities) if p > 0.5]
+
+
+def test_health_info_metrics_page_and_openapi(server):
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    info = httpx.get(server.url + "/info").json()
+    assert info["mode"] == "rerank+prune" and info["device"] == "cpu" and info["limits"]["max_client_batch_size"] == 64
+    metrics = httpx.get(server.url + "/metrics").text
+    for name in ("jace_requests_total", "jace_request_latency_seconds", "jace_batch_pairs", "jace_batch_tokens", "jace_queue_depth"):
+        assert name in metrics
+    assert 'route="/rerank",status="200"' in metrics
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "<form" in page.text and "http" not in page.text.split("<script>")[1].split("fetch(")[0]
+    assert "//cdn" not in page.text and "src=" not in page.text  # nothing loaded from outside: works offline
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    assert {"/rerank", "/v1/rerank", "/score", "/prune", "/health", "/info", "/metrics"} <= set(paths)
+    assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_32_concurrent_clients_get_exactly_the_scores_of_direct_run(server, direct):
+    requests = [(f"{QUERY}{i}", [f"{TEXTS[j % 3]}{'あ' * (i + j)}" for j in range(3 + i % 17)]) for i in range(32)]
+    barrier = threading.Barrier(32)
+
+    def call(item):
+        query, texts = item
+        barrier.wait()
+        return server.post("/rerank", {"query": query, "texts": texts}).json()
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(call, requests))
+    for (query, texts), hits in zip(requests, answers):
+        expected = direct.run([(query, t) for t in texts])
+        assert {h["index"]: h["score"] for h in hits} == pytest.approx(dict(enumerate(expected)), abs=1e-5)
+    merged = [line for line in httpx.get(server.url + "/metrics").text.splitlines() if line.startswith('jace_batch_pairs_count{kind="score"}')]
+    assert merged and float(merged[0].split()[-1]) < 32 + 10  # requests were merged into fewer model calls
+
+
+BAD = [
+    ("/rerank", "not json at all", 422, "JSON"),
+    ("/rerank", {"texts": TEXTS}, 422, "query"),
+    ("/rerank", {"query": "", "texts": TEXTS}, 422, "query"),
+    ("/rerank", {"query": "   ", "texts": TEXTS}, 422, "query"),
+    ("/rerank", {"query": QUERY, "texts": []}, 422, "texts"),
+    ("/rerank", {"query": QUERY, "texts": ["ok", ""]}, 422, "texts"),
+    ("/rerank", {"query": QUERY, "texts": "a string"}, 422, "texts"),
+    ("/rerank", {"query": 5, "texts": TEXTS}, 422, "query"),
+    ("/rerank", {"query": QUERY, "texts": [None]}, 422, "texts"),
+    ("/rerank", {"query": QUERY, "texts": TEXTS, "truncation_direction": "up"}, 422, "truncation_direction"),
+    ("/rerank", {"query": QUERY, "texts": TEXTS, "unknown": 1}, 422, "unknown"),
+    ("/rerank", {"query": QUERY, "texts": ["x"] * 65}, 413, "max-client-batch-size"),
+    ("/rerank", {"query": QUERY, "texts": ["猫" * 2000]}, 413, "truncate"),
+    ("/v1/rerank", {"query": QUERY, "documents": TEXTS, "top_n": 0}, 422, "top_n"),
+    ("/v1/rerank", {"query": QUERY, "documents": [{"txt": "a"}]}, 422, "documents"),
+    ("/v1/rerank", {"query": QUERY, "documents": []}, 422, "documents"),
+    ("/score", {"pairs": [["a"]]}, 422, "pairs"),
+    ("/score", {"pairs": [["a", ""]]}, 422, "pairs"),
+    ("/score", {"pairs": []}, 422, "pairs"),
+    ("/prune", {"query": QUERY, "contexts": TEXTS, "threshold": 1.5}, 422, "threshold"),
+    ("/prune", {"query": QUERY, "contexts": TEXTS, "threshold": -0.1}, 422, "threshold"),
+    ("/prune", {"query": QUERY, "contexts": []}, 422, "contexts"),
+    ("/prune", {"query": "", "contexts": TEXTS}, 422, "query"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,says", BAD, ids=[f"{p} {s} {w}" for p, _, s, w in BAD])
+def test_bad_requests_get_a_4xx_that_says_why_and_the_server_keeps_answering(server, path, body, status, says):
+    if isinstance(body, str):
+        response = httpx.post(server.url + path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = server.post(path, body)
+    assert response.status_code == status, response.text
+    assert says in response.text
+    assert server.post("/rerank", {"query": QUERY, "texts": TEXTS}).status_code == 200
+
+
+def test_long_texts_are_truncated_when_asked_from_either_side(server):
+    for direction in ("right", "left"):
+        response = server.post("/rerank", {"query": QUERY, "texts": ["猫" * 2000, "犬"], "truncate": True, "truncation_direction": direction})
+        assert response.status_code == 200, response.text
+
+
+def test_api_key_is_required_except_on_health_and_compared_in_constant_time(tiny_bert_dir):
+    running = Server(tiny_bert_dir, env={"JACE_API_KEY": "s3cret"})
+    try:
+        assert httpx.get(running.url + "/health").status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            response = running.post("/rerank", {"query": QUERY, "texts": TEXTS}, headers=headers)
+            assert response.status_code == 401 and "API key" in response.json()["detail"]
+        good = running.post("/rerank", {"query": QUERY, "texts": TEXTS}, headers={"Authorization": "Bearer s3cret"})
+        assert good.status_code == 200
+        assert httpx.get(running.url + "/info").status_code == 401
+    finally:
+        running.stop()
+
+
+def test_a_full_queue_answers_429_with_retry_after_and_recovers(tiny_bert_dir):
+    running = Server(tiny_bert_dir, "--max-concurrent-requests", "2")
+    try:
+        texts = [("猫が好きです。" * 30) + str(i) for i in range(60)]
+        with ThreadPoolExecutor(24) as pool:
+            responses = list(pool.map(lambda _: running.post("/rerank", {"query": QUERY, "texts": texts}), range(24)))
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 429} and statuses.count(429) > 0 and statuses.count(200) >= 2, statuses
+        refused = next(r for r in responses if r.status_code == 429)
+        assert refused.headers["Retry-After"] == "1" and "max-concurrent-requests" in refused.text
+        assert running.post("/rerank", {"query": QUERY, "texts": TEXTS}).status_code == 200
+    finally:
+        running.stop()
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(tiny_bert_dir):
+    running = Server(tiny_bert_dir)
+    texts = [("梅雨は東アジアの気象です。" * 20) + str(i) for i in range(400)]
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(running.post, "/rerank", {"query": QUERY, "texts": texts}) for _ in range(4)]
+        time.sleep(1.0)  # the requests are in flight
+        running.process.send_signal(signal.SIGTERM)
+        results = [f.result() for f in futures]
+    assert [r.status_code for r in results] == [200] * 4
+    # uvicorn drains, runs the shutdown (the model worker finishes its queue), then re-raises SIGTERM.
+    assert running.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    time.sleep(0.2)
+    assert "Application shutdown complete" in "".join(running.log)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(running.url + "/health", timeout=2)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian package 'chromium')")
+def test_page_ranks_passages_in_a_real_browser(server, direct):
+    from playwright.sync_api import sync_playwright
+
+    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('rerank')")
+            page.fill("#query", QUERY)
+            page.fill("#texts", "\n".join(TEXTS))
+            page.click("#submit")
+            page.wait_for_selector("#results li", timeout=20_000)
+            items = page.locator("#results li")
+            assert items.count() == 3
+            shown = [(float(items.nth(i).locator(".score").inner_text()), items.nth(i).inner_text()) for i in range(3)]
+            marked = page.locator("#results mark").count() + page.locator("#results .dropped").count()
+            page.screenshot(path=str(artifacts / "serve_search.png"), full_page=True)
+            page.check("input[value=humor]")
+            page.fill("#query", "お題")
+            page.fill("#texts", "回答です\n猫\n面白い答え")
+            page.click("#submit")
+            page.wait_for_function("document.querySelectorAll('#results li').length === 3")
+            page.screenshot(path=str(artifacts / "serve_humor.png"), full_page=True)
+            humor = [float(page.locator("#results li .score").nth(i).inner_text()) for i in range(3)]
+        finally:
+            browser.close()
+    # Search mode used /prune (a pruner is loaded): ranked by rerank score, kept sentences marked.
+    scores = [score for score, _ in shown]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(text.split(f"{score:.4f}", 1)[1] for score, text in shown) == sorted(TEXTS)
+    assert marked == 5  # every sentence of the three passages is shown as kept or dropped
+    expected = direct.run([("お題", t) for t in ["回答です", "猫", "面白い答え"]])
+    assert humor == pytest.approx(sorted(expected, reverse=True), abs=1e-4)
