@@ -195,3 +195,13 @@ def test_nothing_already_written_was_lost_by_the_bad_inputs(world):
 
 def test_table_is_at_least_forty_cases():
     assert len(API_CASES) + len(CLI_CASES) >= 40
+
+
+def test_huge_texts_are_truncated_or_windowed_not_errors(world, tiny_bert_dir):
+    """A 200,000-character text is not a bad input: scoring truncates it, pruning windows it."""
+    huge = "梅雨は東アジアの気象です。" * 15_000
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    head = huge[: 2000]  # far more than 512 tokens: truncation gives the same pair either way
+    assert client.run([("梅雨", huge)]) == pytest.approx(client.run([("梅雨", head)]), abs=1e-6)
+    result = world["pruner"].prune("梅雨", huge[: 13 * 2_000])  # 2,000 sentences, many windows
+    assert len(result.sentence_probabilities) == 2_000 and 0.0 <= result.compression_rate <= 1.0

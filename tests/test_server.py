@@ -255,6 +255,26 @@ def test_sigterm_finishes_in_flight_requests_then_exits(tiny_bert_dir):
         httpx.get(running.url + "/health", timeout=2)
 
 
+def test_a_pruning_encoder_as_model_serves_rerank_and_prune_and_slow_requests_time_out(pruner_dir):
+    from jace.pruning import PruningEncoder
+
+    running = Server(pruner_dir, "--request-timeout", "0.5")
+    try:
+        assert httpx.get(running.url + "/info").json()["mode"] == "rerank+prune"
+        encoder = PruningEncoder.from_pretrained(pruner_dir, device="cpu")
+        hits = running.post("/rerank", {"query": QUERY, "texts": TEXTS}).json()
+        assert {h["index"]: h["score"] for h in hits} == pytest.approx(dict(enumerate(encoder.predict([(QUERY, t) for t in TEXTS]))), abs=1e-5)
+        assert running.post("/prune", {"query": QUERY, "contexts": TEXTS}).status_code == 200
+        slow = running.post("/rerank", {"query": QUERY, "texts": ["梅雨は東アジアの気象です。" * 30] * 600, "truncate": True})
+        assert slow.status_code == 504 and "longer than 0.5 s" in slow.json()["detail"]
+        deadline = time.monotonic() + 120  # the worker finishes the batch it had started, then answers again
+        while running.post("/rerank", {"query": QUERY, "texts": TEXTS}).status_code != 200:
+            assert time.monotonic() < deadline, "the server did not recover after a timed-out request"
+            time.sleep(0.5)
+    finally:
+        running.stop()
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

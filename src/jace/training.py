@@ -113,8 +113,7 @@ def _metrics_fn(frame: pd.DataFrame, scaler: TargetScaler, columns: PairColumns,
         return {
             k.replace("@", "_at_"): (math.nan if v is None else float(v))
             for k, v in overall.items()
-            if isinstance(v, float) or v is None
-            if "global" not in k
+            if (v is None or isinstance(v, float)) and "global" not in k
         }
 
     return compute
