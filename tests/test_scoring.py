@@ -138,3 +138,27 @@ def test_device_and_dtype_defaults_and_bad_dtype(tiny_bert_dir):
         assert client.dtype == torch.float32
     with pytest.raises(ValueError, match="Unknown dtype"):
         resolve_dtype("int4", torch.device("cpu"))
+
+
+def test_bfloat16_on_a_cpu_without_native_bf16_warns_once_with_the_measured_factor(monkeypatch):
+    import warnings
+
+    import torch
+
+    from jace import device
+
+    device._warn_slow_bf16.cache_clear()
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert device.resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+        device.resolve_dtype(torch.bfloat16, torch.device("cpu"))
+    slow = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(slow) == 1 and "7.7x slower" in str(slow[0].message)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    device._warn_slow_bf16.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        device.resolve_dtype("bfloat16", torch.device("cpu"))
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert device.resolve_dtype(None, torch.device("cpu")) == torch.float32

@@ -2,7 +2,48 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+from pathlib import Path
+
 import torch
+
+#: fp32 ÷ bf16 throughput measured without native bf16 (AMD EPYC, AVX2 only, 2026-11-24, MiniLM on
+#: 300 humor pairs, 1 thread: 67.7-70.6 pairs/s in fp32 against 9.0 in bf16).
+BF16_SLOWDOWN_WITHOUT_NATIVE = 7.7
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX-BF16).
+
+    Example:
+        >>> isinstance(cpu_has_native_bf16(), bool)
+        True
+    """
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_slow_bf16() -> None:
+    warnings.warn(
+        f"dtype bfloat16 on a CPU without native bf16 (no AVX512-BF16 or AMX; torch capability "
+        f"{torch.backends.cpu.get_cpu_capability()}) runs about {BF16_SLOWDOWN_WITHOUT_NATIVE:g}x slower than "
+        "float32 (measured); use dtype='float32' (the CPU default) here.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 _DTYPES = {
     "float32": torch.float32,
@@ -40,15 +81,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         >>> resolve_dtype(None, torch.device("cpu"))
         torch.float32
     """
-    if isinstance(dtype, torch.dtype):
-        return dtype
     if dtype is not None and dtype != "auto":
-        try:
-            return _DTYPES[str(dtype).lower()]
-        except KeyError:
-            raise ValueError(
-                f"Unknown dtype {dtype!r}; use one of 'auto', 'float32', 'bfloat16', 'float16'."
-            ) from None
+        if not isinstance(dtype, torch.dtype):
+            try:
+                dtype = _DTYPES[str(dtype).lower()]
+            except KeyError:
+                raise ValueError(
+                    f"Unknown dtype {dtype!r}; use one of 'auto', 'float32', 'bfloat16', 'float16'."
+                ) from None
+        if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+            _warn_slow_bf16()
+        return dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
