@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from jace.cli import app
@@ -66,3 +67,35 @@ def test_prune_cli_rejects_bad_rows_and_threshold(tiny_bert_dir, tmp_path):
     result = runner.invoke(app, ["prune", str(rows), str(tmp_path / "o.jsonl"), "--model", str(model), "--threshold", "2"])
     assert "threshold" in str(result.exception)
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_evaluate_pruner_finds_and_saves_the_threshold_for_a_target_has_answer_rate(tiny_bert_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from jace.cli import app
+    from jace.pruning import PruningEncoder
+
+    torch.manual_seed(0)
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    torch.nn.init.normal_(encoder.model.pruning_head.classifier.weight, std=2.0)
+    folder = encoder.save_pretrained(tmp_path / "pruner")
+    (folder / "notes.txt").write_text("mine")
+    text = "梅雨は雨季です。北海道には梅雨がない。猫が好きです。"
+    rows = [{"query": q, "texts": [text, "犬です。"], "labels": [1, 0], "context_spans": [[[0, 8], [8, 19], [19, 26]], [[0, 4]]],
+             "context_spans_relevance": [[0, 1, 0], [0]], "answers": ["北海道"]} for q in ("梅雨？", "どこ？", "北海道？", "猫？")]  # fmt: skip
+    data = tmp_path / "held.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["evaluate-pruner", "--model", str(folder), "--data", str(data), "--target-has-answer", "1.0",
+                                      "--save-threshold", "--report", str(tmp_path / "r.json"), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    chosen = json.loads((tmp_path / "r.json").read_text())["threshold_for_target"]
+    assert chosen["has_answer_rate"] == 1.0
+    reloaded = PruningEncoder.from_pretrained(folder, device="cpu")
+    assert reloaded.default_threshold == pytest.approx(chosen["threshold"])
+    assert (folder / "notes.txt").read_text() == "mine"
+    # prune() without a threshold uses the saved one: the answer survives on every row
+    assert all("北海道" in reloaded.prune(r["query"], text).pruned_context for r in rows)
+    assert reloaded.prune(rows[0]["query"], text).sentence_probabilities == pytest.approx(
+        reloaded.prune(rows[0]["query"], text, threshold=chosen["threshold"]).sentence_probabilities)

@@ -23,7 +23,9 @@ def prune_command(
     input_path: Path = typer.Argument(..., help="JSONL with query and context(s) per line."),
     output_path: Path = typer.Argument(..., help="JSONL: each input row plus its pruning results."),
     model: str = typer.Option(..., "--model", help="PruningEncoder folder or hub id."),
-    threshold: float = typer.Option(0.1, "--threshold", help="Keep a sentence when its mean keep-probability passes this (0..1)."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Keep a sentence when its mean keep-probability passes this (0..1); default: the model's saved threshold."
+    ),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
     chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="Rows read and processed at a time."),
     device: Optional[str] = DeviceOption,
@@ -35,7 +37,7 @@ def prune_command(
     from jace.data import DataValidationError, iter_jsonl
     from jace.pruning.encoder import PruningEncoder
 
-    if not 0.0 <= threshold <= 1.0:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {threshold}.")
     rows = iter_jsonl(input_path)
     encoder = PruningEncoder.from_pretrained(model, device=device)
@@ -123,13 +125,18 @@ def train_pruner(
 
 @app.command(
     "evaluate-pruner",
-    epilog="Example:\n\n  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --report r.json --plot sweep.png",
+    epilog="Examples:\n\n  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --report r.json --plot sweep.png\n\n"
+    "  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --target-has-answer 0.95 --save-threshold",
 )
 def evaluate_pruner(
     model: str = typer.Option(..., "--model", help="PruningEncoder folder."),
     data: Path = typer.Option(..., "--data", help="JSONL of pruning rows (held out)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the metrics as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save the threshold sweep as PNG."),
+    target_has_answer: Optional[float] = typer.Option(
+        None, "--target-has-answer", help="Also find the highest threshold whose has-answer rate reaches this (e.g. 0.95)."
+    ),
+    save_threshold: bool = typer.Option(False, "--save-threshold", help="Write that threshold into the model's config.json as its default."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     device: Optional[str] = DeviceOption,
 ) -> None:
@@ -137,11 +144,21 @@ def evaluate_pruner(
     from jace.metrics import save_report
     from jace.pruning.data import read_rows
     from jace.pruning.encoder import PruningEncoder
-    from jace.pruning.evaluation import evaluate_rows, format_sweep, plot_sweep
+    from jace.pruning.evaluation import evaluate_rows, format_sweep, plot_sweep, save_default_threshold
 
-    result = evaluate_rows(PruningEncoder.from_pretrained(model, device=device), read_rows(data), batch_size=batch_size)
+    if target_has_answer is not None and not 0.0 < target_has_answer <= 1.0:
+        raise ValueError(f"--target-has-answer must be in (0, 1], got {target_has_answer}.")
+    if save_threshold and target_has_answer is None:
+        raise ValueError("--save-threshold needs --target-has-answer (the rate the saved threshold must reach).")
+    result = evaluate_rows(PruningEncoder.from_pretrained(model, device=device), read_rows(data), batch_size=batch_size,
+                           target_has_answer=target_has_answer)  # fmt: skip
     typer.echo(format_sweep(result))
     if report:
         save_report(result, report)
     if plot:
         plot_sweep(result, plot)
+    if save_threshold:
+        chosen = result["threshold_for_target"]
+        if chosen is None:
+            raise ValueError(f"no threshold reaches has-answer {target_has_answer} on {data}; nothing saved.")
+        typer.echo(f"saved default threshold {chosen['threshold']:.2f} to {save_default_threshold(model, chosen['threshold'])}")

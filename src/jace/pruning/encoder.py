@@ -118,6 +118,11 @@ class PruningEncoder:
     def mode(self) -> str:
         return self.model.config.mode
 
+    @property
+    def default_threshold(self) -> float:
+        """The keep threshold :meth:`prune` uses when none is given (saved in ``config.json``)."""
+        return float(getattr(self.model.config, "default_threshold", 0.1))
+
     @classmethod
     def from_backbone(
         cls, backbone: str | Path, mode: str = "reranking_pruning", *, device: str | None = None, **kwargs: Any
@@ -216,7 +221,7 @@ class PruningEncoder:
         self,
         items: Sequence[tuple[str, str | Sequence[str]]],
         *,
-        threshold: float = 0.1,
+        threshold: float | None = None,
         batch_size: int = 16,
         show_progress_bar: bool | None = None,
         sentence_spans: Sequence[Sequence[Sequence[tuple[int, int]]]] | None = None,
@@ -225,7 +230,9 @@ class PruningEncoder:
 
         ``sentence_spans`` (one list of ``(start, end)`` spans per context, per query) replaces
         jace's own sentence splitting, e.g. to score against a dataset's labelled sentences.
+        ``threshold`` defaults to the model's saved ``default_threshold`` (0.1 unless evaluation set it).
         """
+        threshold = self.default_threshold if threshold is None else threshold
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
         if sentence_spans is not None and len(sentence_spans) != len(items):
@@ -278,13 +285,13 @@ class PruningEncoder:
         )  # fmt: skip
 
     def prune(
-        self, query: str, contexts: str | Sequence[str], threshold: float = 0.1, batch_size: int = 16,
+        self, query: str, contexts: str | Sequence[str], threshold: float | None = None, batch_size: int = 16,
         *, show_progress_bar: bool | None = None,
     ) -> PruningResult | list[PruningResult]:  # fmt: skip
         """Prune one context (``str`` → one result) or many contexts of one query (list → list).
 
         A sentence is kept when the mean keep-probability of its tokens passes ``threshold``
-        (0.1 is conservative; 0.5 prunes harder). Long contexts are split into windows and merged.
+        (default: the model's saved ``default_threshold``; 0.1 is conservative, 0.5 prunes harder). Long contexts are split into windows and merged.
         """
         results = self.prune_batch([(query, contexts)], threshold=threshold, batch_size=batch_size, show_progress_bar=show_progress_bar)[0]
         return results[0] if isinstance(contexts, str) else results

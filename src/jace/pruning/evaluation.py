@@ -25,8 +25,12 @@ def evaluate_rows(
     *,
     batch_size: int = 16,
     k: int = 3,
+    target_has_answer: float | None = None,
 ) -> dict[str, Any]:
     """Run the model once, then score every threshold from the same sentence probabilities.
+
+    With ``target_has_answer`` (e.g. 0.95) the report also gives ``threshold_for_target``: the
+    highest threshold on a 0.01 grid whose has-answer rate reaches the target, with its metrics.
 
     The model scores the rows' own sentences (``context_spans``), so sentence labels and
     predictions always refer to the same text. Per threshold: has-answer rate (an answer string
@@ -40,31 +44,14 @@ def evaluate_rows(
         [(row["query"], row["texts"]) for row in rows], threshold=0.0, batch_size=batch_size,
         sentence_spans=[row["context_spans"] for row in rows],
     )  # fmt: skip
-    report: dict[str, Any] = {"n_queries": len(rows), "sweep": []}
-    for threshold in thresholds:
-        has_answer, comp_rel, comp_irr, truth, predicted = [], [], [], [], []
-        for row, per_text in zip(rows, results):
-            for label, relevance, result in zip(row["labels"], row["context_spans_relevance"], per_text):
-                kept = [p > threshold for p in result.sentence_probabilities]
-                text = join_kept(result.context, result.sentence_spans, kept)
-                compression = compression_rate(result.sentence_spans, kept)
-                if label:
-                    comp_rel.append(compression)
-                    truth.extend(relevance)
-                    predicted.extend(int(k_) for k_ in kept)
-                    if row.get("answers"):
-                        has_answer.append(any(answer in text for answer in row["answers"]))
-                else:
-                    comp_irr.append(compression)
-        report["sweep"].append(
-            {
-                "threshold": threshold,
-                "has_answer_rate": float(np.mean(has_answer)) if has_answer else None,
-                "compression_relevant": float(np.mean(comp_rel)) if comp_rel else None,
-                "compression_irrelevant": float(np.mean(comp_irr)) if comp_irr else None,
-                "sentence_f2": float(fbeta_score(truth, predicted, beta=2, zero_division=0.0)) if truth else None,
-            }
-        )
+    report: dict[str, Any] = {"n_queries": len(rows), "sweep": [_at_threshold(rows, results, t) for t in thresholds]}
+    if target_has_answer is not None:
+        grid = sorted({*thresholds, *(i / 100 for i in range(100))})
+        reaching = [row for row in (_at_threshold(rows, results, t) for t in grid)
+                    if row["has_answer_rate"] is not None and row["has_answer_rate"] >= target_has_answer]  # fmt: skip
+        report["target_has_answer"] = target_has_answer
+        # The highest threshold (most pruning) that still keeps the answer often enough; None if none does.
+        report["threshold_for_target"] = max(reaching, key=lambda row: row["threshold"]) if reaching else None
     if encoder.mode == "reranking_pruning":
         rr, ndcg = [], []
         for row, per_text in zip(rows, results):
@@ -81,6 +68,49 @@ def evaluate_rows(
     return report
 
 
+def _at_threshold(rows: Sequence[dict[str, Any]], results: list, threshold: float) -> dict[str, Any]:
+    has_answer, comp_rel, comp_irr, truth, predicted = [], [], [], [], []
+    for row, per_text in zip(rows, results):
+        for label, relevance, result in zip(row["labels"], row["context_spans_relevance"], per_text):
+            kept = [p > threshold for p in result.sentence_probabilities]
+            compression = compression_rate(result.sentence_spans, kept)
+            if label:
+                comp_rel.append(compression)
+                truth.extend(relevance)
+                predicted.extend(int(k_) for k_ in kept)
+                if row.get("answers"):
+                    text = join_kept(result.context, result.sentence_spans, kept)
+                    has_answer.append(any(answer in text for answer in row["answers"]))
+            else:
+                comp_irr.append(compression)
+    mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
+    return {
+        "threshold": threshold,
+        "has_answer_rate": mean(has_answer),
+        "compression_relevant": mean(comp_rel),
+        "compression_irrelevant": mean(comp_irr),
+        "sentence_f2": float(fbeta_score(truth, predicted, beta=2, zero_division=0.0)) if truth else None,
+    }
+
+
+def save_default_threshold(model_dir: str | Path, threshold: float) -> Path:
+    """Write ``threshold`` into a PruningEncoder folder's ``config.json`` as ``default_threshold``."""
+    import json
+
+    from jace.atomic import atomic_file
+
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: --save-threshold needs a local PruningEncoder folder.")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("model_type") != "pruning_encoder":
+        raise ValueError(f"{model_dir} is not a PruningEncoder folder (model_type {config.get('model_type')!r}).")
+    config["default_threshold"] = float(threshold)
+    with atomic_file(path, encoding="utf-8") as handle:
+        handle.write(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
 def format_sweep(report: dict[str, Any]) -> str:
     """A markdown table of the threshold sweep, plus the reranking figures."""
     lines = ["| threshold | has-answer | compression (relevant) | compression (irrelevant) | sentence F2 |", "|---|---|---|---|---|"]
@@ -94,6 +124,14 @@ def format_sweep(report: dict[str, Any]) -> str:
     if extra:
         lines.append("")
         lines.append("reranking: " + ", ".join(f"{k} {v:.3f}" for k, v in extra.items()))
+    if "target_has_answer" in report:
+        chosen = report["threshold_for_target"]
+        lines.append("")
+        lines.append(
+            f"threshold for has-answer >= {report['target_has_answer']}: "
+            + ("none reaches it" if chosen is None else f"{chosen['threshold']:.2f} (has-answer {fmt(chosen['has_answer_rate'])}, "
+               f"compression {fmt(chosen['compression_relevant'])} / {fmt(chosen['compression_irrelevant'])}, F2 {fmt(chosen['sentence_f2'])})")
+        )  # fmt: skip
     return "\n".join(lines)
 
 

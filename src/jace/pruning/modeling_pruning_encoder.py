@@ -23,10 +23,14 @@ class PruningEncoderConfig(PretrainedConfig):
 
     model_type = "pruning_encoder"
 
-    def __init__(self, mode="reranking_pruning", backbone_config=None, head_dropout=0.1, **kwargs):
+    def __init__(self, mode="reranking_pruning", backbone_config=None, head_dropout=0.1, default_threshold=0.1, **kwargs):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if not 0.0 <= default_threshold <= 1.0:
+            raise ValueError(f"default_threshold must be in [0, 1], got {default_threshold}.")
         self.mode = mode
+        # The keep threshold prune() uses when none is given; `jace evaluate-pruner --save-threshold` sets it.
+        self.default_threshold = default_threshold
         if isinstance(backbone_config, PretrainedConfig):
             backbone_config = backbone_config.to_dict()
         self.backbone_config = backbone_config or {}
