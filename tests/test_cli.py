@@ -132,7 +132,7 @@ def test_training_options_are_generated_from_every_config_field(command, config_
     config_class = getattr(jace.config, config_name)
     text = " ".join(runner.invoke(app, [command, "--help"], terminal_width=400).output.split())
     for field in dataclasses.fields(config_class):
-        flag = (field.metadata["flags"] or (f"--{field.name.replace('_', '-')}",))[0]
+        flag = (field.metadata["flags"] or (f"--{field.name.replace('_', '-')}",))[0].split("/")[0]
         assert flag in text, flag
         assert field.metadata["help"].split(".")[0] in text, field.name
 

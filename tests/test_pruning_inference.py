@@ -202,3 +202,75 @@ def test_mse_ranking_loss_compares_the_sigmoid_with_teacher_scores(tiny_bert_dir
     with torch.no_grad():
         loss = trainer.compute_loss(encoder.model.eval(), inputs)
     assert loss.item() == pytest.approx((torch.sigmoid(logit).item() - 0.25) ** 2, abs=1e-6)
+
+
+def _long_row():
+    sentences = [f"文{i}は好きです。" for i in range(30)]
+    text = "".join(sentences)
+    spans, start = [], 0
+    for sentence in sentences:
+        spans.append([start, start + len(sentence)])
+        start += len(sentence)
+    relevance = [1 if i == 2 else 0 for i in range(30)]
+    return {"query": "好き？", "texts": [text, "猫です。"], "labels": [1, 0], "context_spans": [spans, [[0, 4]]],
+            "context_spans_relevance": [relevance, [0]], "teacher_scores": [0.9, 0.1]}  # fmt: skip
+
+
+def test_training_sees_every_window_of_a_long_passage(tiny_mecab_bert_dir):
+    from transformers import AutoTokenizer
+
+    from jace.pruning.training import PairDataset, PruningCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mecab_bert_dir)
+    dataset = PairDataset([_long_row()], tokenizer, max_length=48, max_query_tokens=8)
+    long_windows = [e for e in dataset.examples if e.text.startswith("文0")]
+    assert len(long_windows) > 2 and [e.window for e in long_windows] == list(range(len(long_windows)))
+    # only the window holding the relevant sentence (文2) trains the ranking head as a positive
+    assert [e.ranking_weight for e in long_windows] == [1.0] + [0.0] * (len(long_windows) - 1)
+    batch = PruningCollator(tokenizer, 48, 8)(long_windows)
+    labelled = batch["token_labels"][batch["token_labels"] != -100]
+    assert labelled.sum() > 0 and batch["input_ids"].shape[1] <= 48
+    assert batch["ranking_weights"].tolist() == [e.ranking_weight for e in long_windows]
+
+
+def test_embeddings_are_frozen_by_default_on_cpu_and_checkpointing_keeps_gradients_exact(tmp_path):
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+
+    from transformers import TrainerCallback
+
+    from conftest import FirstGradient, _characters, _special, _tiny_bert_config
+
+    tokens = _special() + _characters()
+    torch.manual_seed(0)
+    folder = tmp_path / "no-dropout"
+    BertForSequenceClassification(_tiny_bert_config(len(tokens), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(folder)
+    BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(folder)
+    rows = [_long_row()] * 2
+
+    def train(**options):
+        torch.manual_seed(1)
+        encoder = PruningEncoder.from_backbone(str(folder), device="cpu", max_length=48)
+        encoder.model.pruning_head.dropout.p = 0.0
+        before = encoder.model.backbone_model.get_input_embeddings().weight.detach().clone()
+        spy, seen = FirstGradient(), []
+
+        class Checkpointing(TrainerCallback):
+            def on_step_begin(self, args, state, control, model=None, **kwargs):
+                seen.append(model.backbone_model.is_activation_checkpointing)
+
+        config = PruningTrainingConfig(max_steps=1, max_length=48, max_query_tokens=8, per_device_train_batch_size=64,
+                                       warmup_ratio=0.0, **options)
+        train_pruning_encoder(encoder, rows, tmp_path / str(options), config=config, callbacks=[spy, Checkpointing()])
+        assert seen == [options.get("gradient_checkpointing", False)]
+        assert not encoder.model.backbone_model.is_activation_checkpointing  # switched off again after training
+        after = encoder.model.backbone_model.get_input_embeddings().weight.detach()
+        return torch.equal(before, after), spy.gradients
+
+    frozen, plain = train()
+    trained, _ = train(freeze_embeddings=False)
+    assert frozen and not trained
+    frozen_again, checkpointed = train(gradient_checkpointing=True)
+    assert frozen_again and plain.keys() == checkpointed.keys()
+    assert not any("word_embeddings" in name for name in plain)
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 Check = Callable[[Any], bool]
 
@@ -172,6 +172,13 @@ class PruningTrainingConfig:
     max_grad_norm: float = option(1.0, "Gradient clipping.", positive, "must be > 0")
     max_length: int = option(512, "Tokens per window (query + context + specials).", lambda v: v >= 16, "must be >= 16")
     max_query_tokens: int = option(64, "Query tokens kept.", at_least_one, "must be >= 1")
+    freeze_embeddings: Optional[bool] = option(
+        None, "Freeze the word-embedding matrix (most of a multilingual backbone's parameters and optimizer state); "
+        "default: frozen on CPU, trained on GPU.", flags=("--freeze-embeddings/--train-embeddings",),
+    )
+    gradient_checkpointing: bool = option(
+        False, "Recompute activations in the backward pass: less memory for more compute.", flags=("--gradient-checkpointing",)
+    )
     logging_steps: int = option(50, "Log every N steps.", at_least_one, "must be >= 1")
     seed: int = option(42, "Random seed.")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +18,63 @@ from jace.pruning.inputs import IGNORE, PairTemplate, collate, encode_windows
 from jace.trainer import LengthGroupedTrainer
 
 
-class PairDataset(Dataset):
-    """Flattens query rows into (query, text) examples with sentence relevance and labels."""
+@dataclass(frozen=True)
+class PairExample:
+    """One (query, text) training example, or one window of it when the text is longer than a window."""
 
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.examples = []
+    query: str
+    text: str
+    label: float
+    spans: list
+    relevance: list
+    teacher: float | None
+    window: int = 0
+    ranking_weight: float = 1.0  # 0 for a window of a positive passage that holds none of its relevant sentences
+    length: int = 0
+
+
+class PairDataset(Dataset):
+    """Flattens query rows into (query, text) examples with sentence relevance and labels.
+
+    Given a tokenizer, a text longer than one window becomes one example per window, so every
+    sentence is trained on (inference windows and merges the same way). A window of a positive
+    passage that holds none of its relevant sentences still trains the pruning head, but not the
+    ranking head: that window alone does not answer the query.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], tokenizer: Any = None, max_length: int = 512,
+                 max_query_tokens: int = 64) -> None:  # fmt: skip
+        template = PairTemplate.probe(tokenizer) if tokenizer is not None else None
+        self.examples: list[PairExample] = []
         for row in rows:
             teachers = row.get("teacher_scores") or [None] * len(row["texts"])
             for text, label, spans, relevance, teacher in zip(
                 row["texts"], row["labels"], row["context_spans"], row["context_spans_relevance"], teachers
             ):
-                self.examples.append((row["query"], text, float(label), spans, relevance, teacher))
+                base = PairExample(row["query"], text, float(label), spans, relevance, teacher, length=len(row["query"]) + len(text))
+                if template is None:
+                    self.examples.append(base)
+                    continue
+                windows = encode_windows(tokenizer, template, row["query"], text, spans, max_length, max_query_tokens)
+                for index, window in enumerate(windows):
+                    answers_here = any(relevance[i] for i in window.sentences)
+                    weight = 1.0 if (not label or len(windows) == 1 or answers_here) else 0.0
+                    self.examples.append(replace(base, window=index, ranking_weight=weight, length=len(window.input_ids)))
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> PairExample:
         return self.examples[index]
 
     @property
     def lengths(self) -> list[int]:
-        """Character length of query + text: a cheap proxy for token length, for length-grouped batches."""
-        return [len(query) + len(text) for query, text, *_ in self.examples]
+        """Token length of each window (characters of query + text without a tokenizer), for length-grouped batches."""
+        return [example.length for example in self.examples]
 
 
 class PruningCollator:
-    """Builds model inputs and token labels from character spans, for any tokenizer (no offsets needed)."""
+    """Builds model inputs and token labels from character spans, for any tokenizer."""
 
     def __init__(self, tokenizer: Any, max_length: int, max_query_tokens: int) -> None:
         self.tokenizer = tokenizer
@@ -51,23 +82,23 @@ class PruningCollator:
         self.max_length = max_length
         self.max_query_tokens = max_query_tokens
 
-    def __call__(self, examples) -> dict[str, torch.Tensor]:
-        windows, relevances = [], []
-        for query, text, _, spans, relevance, _ in examples:
-            windows.append(encode_windows(self.tokenizer, self.template, query, text, spans, self.max_length,
-                                          self.max_query_tokens, first_window_only=True)[0])  # fmt: skip
-            relevances.append(relevance)
+    def __call__(self, examples: list[PairExample]) -> dict[str, torch.Tensor]:
+        windows = [
+            encode_windows(self.tokenizer, self.template, e.query, e.text, e.spans, self.max_length, self.max_query_tokens,
+                           first_window_only=e.window == 0)[e.window]
+            for e in examples
+        ]  # fmt: skip
         batch = collate(windows, self.tokenizer.pad_token_id or 0)
         sentence_ids = batch.pop("sentence_ids")
         token_labels = torch.full_like(sentence_ids, IGNORE)
-        for row, relevance in enumerate(relevances):
+        for row, example in enumerate(examples):
             mask = sentence_ids[row] >= 0
-            token_labels[row, mask] = torch.tensor(relevance, dtype=torch.long)[sentence_ids[row, mask]]
+            token_labels[row, mask] = torch.tensor(example.relevance, dtype=torch.long)[sentence_ids[row, mask]]
         batch["token_labels"] = token_labels
-        batch["ranking_labels"] = torch.tensor([e[2] for e in examples], dtype=torch.float)
-        teachers = [e[5] for e in examples]
-        if all(t is not None for t in teachers):
-            batch["teacher_scores"] = torch.tensor(teachers, dtype=torch.float)
+        batch["ranking_labels"] = torch.tensor([e.label for e in examples], dtype=torch.float)
+        batch["ranking_weights"] = torch.tensor([e.ranking_weight for e in examples], dtype=torch.float)
+        if all(e.teacher is not None for e in examples):
+            batch["teacher_scores"] = torch.tensor([e.teacher for e in examples], dtype=torch.float)
         return batch
 
 
@@ -86,6 +117,7 @@ class PruningTrainer(LengthGroupedTrainer):
         cfg = self.pruning_config
         token_labels = inputs.pop("token_labels")
         ranking_labels = inputs.pop("ranking_labels")
+        weights = inputs.pop("ranking_weights", None)
         teacher = inputs.pop("teacher_scores", None)
         outputs = model(**inputs)
         per_token = torch.nn.functional.cross_entropy(
@@ -100,9 +132,11 @@ class PruningTrainer(LengthGroupedTrainer):
                 if teacher is None:
                     raise ValueError("ranking_loss='mse' needs teacher_scores in every row of the training data.")
                 # On the sigmoid, as inference scores: teacher scores are the teacher's 0-1 scores.
-                rank_loss = torch.nn.functional.mse_loss(torch.sigmoid(logits), teacher)
+                per_example = (torch.sigmoid(logits) - teacher) ** 2
             else:
-                rank_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, ranking_labels)
+                per_example = torch.nn.functional.binary_cross_entropy_with_logits(logits, ranking_labels, reduction="none")
+            weights = torch.ones_like(per_example) if weights is None else weights
+            rank_loss = (per_example * weights).sum() / weights.sum().clamp(min=1.0)
             loss = loss + cfg.w_rank * rank_loss
         return (loss, outputs) if return_outputs else loss
 
@@ -120,6 +154,12 @@ def train_pruning_encoder(
     config = config or PruningTrainingConfig()
     output_dir = Path(output_dir)
     model = encoder.model.float().train()
+    backbone = model.backbone_model
+    freeze = config.freeze_embeddings if config.freeze_embeddings is not None else encoder.device.type == "cpu"
+    backbone.get_input_embeddings().weight.requires_grad_(not freeze)
+    if config.gradient_checkpointing:
+        # Non-reentrant checkpointing: exact gradients, and it works with frozen (grad-free) embeddings.
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     args = TrainingArguments(
         output_dir=str(output_dir / "checkpoints"), learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs, max_steps=config.max_steps,
@@ -130,16 +170,21 @@ def train_pruning_encoder(
         use_cpu=encoder.device.type == "cpu", dataloader_num_workers=0, **mixed_precision_flags(encoder.device),
     )  # fmt: skip
     trainer = PruningTrainer(
-        model=model, args=args, train_dataset=PairDataset(train_rows),
+        model=model, args=args, train_dataset=PairDataset(train_rows, encoder.tokenizer, config.max_length, config.max_query_tokens),
         data_collator=PruningCollator(encoder.tokenizer, config.max_length, config.max_query_tokens),
         pruning_config=config, callbacks=callbacks,
     )  # fmt: skip
-    output = trainer.train()
+    try:
+        output = trainer.train()
+    finally:
+        backbone.get_input_embeddings().weight.requires_grad_(True)
+        if config.gradient_checkpointing:
+            backbone.activation_checkpointing_disable()
     encoder.model = model.eval()
     encoder.metadata.update(
         {
             "training_data": training_data or f"{len(train_rows)} query rows",
-            "training": {k: v for k, v in asdict(config).items()},
+            "training": {**asdict(config), "freeze_embeddings": freeze},
             "train_metrics": {k: v for k, v in output.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
         }
     )
