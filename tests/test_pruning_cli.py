@@ -95,6 +95,8 @@ def test_evaluate_pruner_finds_and_saves_the_threshold_for_a_target_has_answer_r
     reloaded = PruningEncoder.from_pretrained(folder, device="cpu")
     assert reloaded.default_threshold == pytest.approx(chosen["threshold"])
     assert (folder / "notes.txt").read_text() == "mine"
+    card = (folder / "README.md").read_text()
+    assert f"default threshold: {chosen['threshold']:g}" in card and "Held-out evaluation" in card and "held.jsonl" in card
     # prune() without a threshold uses the saved one: the answer survives on every row
     assert all("北海道" in reloaded.prune(r["query"], text).pruned_context for r in rows)
     assert reloaded.prune(rows[0]["query"], text).sentence_probabilities == pytest.approx(

@@ -150,15 +150,13 @@ def evaluate_pruner(
         raise ValueError(f"--target-has-answer must be in (0, 1], got {target_has_answer}.")
     if save_threshold and target_has_answer is None:
         raise ValueError("--save-threshold needs --target-has-answer (the rate the saved threshold must reach).")
-    result = evaluate_rows(PruningEncoder.from_pretrained(model, device=device), read_rows(data), batch_size=batch_size,
-                           target_has_answer=target_has_answer)  # fmt: skip
+    encoder = PruningEncoder.from_pretrained(model, device=device)
+    result = evaluate_rows(encoder, read_rows(data), batch_size=batch_size, target_has_answer=target_has_answer)
     typer.echo(format_sweep(result))
     if report:
         save_report(result, report)
     if plot:
         plot_sweep(result, plot)
     if save_threshold:
-        chosen = result["threshold_for_target"]
-        if chosen is None:
-            raise ValueError(f"no threshold reaches has-answer {target_has_answer} on {data}; nothing saved.")
-        typer.echo(f"saved default threshold {chosen['threshold']:.2f} to {save_default_threshold(model, chosen['threshold'])}")
+        folder = save_default_threshold(encoder, model, result, str(data))
+        typer.echo(f"saved default threshold {encoder.default_threshold:.2f} and the held-out metrics to {folder}")

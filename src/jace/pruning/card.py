@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 
-def write_model_card(folder: Path, mode: str, backbone_type: str, metadata: dict[str, Any]) -> Path:
-    """Write README.md: how to load the folder each way, its mode, backbone, and training data and metrics."""
+def write_model_card(folder: Path, mode: str, backbone_type: str, metadata: dict[str, Any], default_threshold: float = 0.1) -> Path:
+    """Write README.md: how to load the folder each way, its mode, backbone, threshold, training data and metrics."""
     auto = "AutoModelForSequenceClassification" if mode == "reranking_pruning" else "AutoModelForTokenClassification"
     lines = [
         "---",
@@ -23,10 +23,14 @@ def write_model_card(folder: Path, mode: str, backbone_type: str, metadata: dict
         f"- mode: `{mode}`",
         f"- backbone: `{metadata.get('backbone', backbone_type)}` (model_type `{backbone_type}`)",
     ]
+    lines.append(f"- default threshold: {default_threshold:g} (used by `prune()` when none is given)")
     if metadata.get("training_data"):
         lines.append(f"- training data: {metadata['training_data']}")
     if metadata.get("metrics"):
         lines += ["", "## Metrics", "", "```json", json.dumps(metadata["metrics"], indent=2, ensure_ascii=False), "```"]
+    if metadata.get("evaluation"):
+        lines += ["", "## Held-out evaluation (`jace evaluate-pruner`)", "", "```json",
+                  json.dumps(metadata["evaluation"], indent=2, ensure_ascii=False), "```"]  # fmt: skip
     lines += [
         "",
         "## Load with plain transformers (no jace needed)",

@@ -183,7 +183,7 @@ class PruningEncoder:
             extra = json.loads((tmp / "pruning_encoder_config.json").read_text())
             extra["metadata"] = self.metadata
             (tmp / "pruning_encoder_config.json").write_text(json.dumps(extra, indent=2, ensure_ascii=False) + "\n")
-            write_model_card(tmp, self.mode, config.backbone_config.get("model_type", "?"), self.metadata)
+            write_model_card(tmp, self.mode, config.backbone_config.get("model_type", "?"), self.metadata, self.default_threshold)
         return Path(path)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,

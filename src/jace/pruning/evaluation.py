@@ -93,22 +93,23 @@ def _at_threshold(rows: Sequence[dict[str, Any]], results: list, threshold: floa
     }
 
 
-def save_default_threshold(model_dir: str | Path, threshold: float) -> Path:
-    """Write ``threshold`` into a PruningEncoder folder's ``config.json`` as ``default_threshold``."""
-    import json
+def save_default_threshold(encoder: PruningEncoder, folder: str | Path, report: dict[str, Any], data: str) -> Path:
+    """Save ``report``'s threshold for its has-answer target as the model's default, with the held-out metrics.
 
-    from jace.atomic import atomic_file
-
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: --save-threshold needs a local PruningEncoder folder.")
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if config.get("model_type") != "pruning_encoder":
-        raise ValueError(f"{model_dir} is not a PruningEncoder folder (model_type {config.get('model_type')!r}).")
-    config["default_threshold"] = float(threshold)
-    with atomic_file(path, encoding="utf-8") as handle:
-        handle.write(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    return path
+    The folder is re-saved through :meth:`PruningEncoder.save_pretrained`, so ``config.json`` gets
+    ``default_threshold`` and the model card records it and the metrics; other files stay.
+    """
+    chosen = report.get("threshold_for_target")
+    if chosen is None:
+        raise ValueError(f"no threshold reaches has-answer {report.get('target_has_answer')} on {data}; nothing saved.")
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder}: --save-threshold needs a local PruningEncoder folder.")
+    encoder.model.config.default_threshold = float(chosen["threshold"])
+    encoder.metadata["evaluation"] = {
+        "data": str(data), "queries": report["n_queries"], "target_has_answer": report["target_has_answer"],
+        "at_default_threshold": chosen, **{k: v for k, v in report.items() if k.startswith(("mrr", "ndcg"))},
+    }  # fmt: skip
+    return encoder.save_pretrained(folder, overwrite=True)
 
 
 def format_sweep(report: dict[str, Any]) -> str:
