@@ -76,6 +76,20 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_no_dropout_dir(tmp_path_factory) -> Path:
+    """The tiny fast-tokenizer BERT with dropout off: two training runs see the same computation."""
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    tokens = _special() + _characters()
+    torch.manual_seed(0)
+    config = _tiny_bert_config(len(tokens), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_mecab_bert_dir(tmp_path_factory) -> Path:
     """A random BERT with a MeCab ``BertJapaneseTokenizer`` (slow, no offsets), like the default model."""
     from transformers import BertJapaneseTokenizer

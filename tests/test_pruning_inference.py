@@ -153,16 +153,8 @@ def test_real_weights_prune_scores_equal_the_plain_reranker(tmp_path):
     assert pruned == pytest.approx(plain, abs=1e-4)
 
 
-def test_pruning_gradient_accumulation_gives_the_same_first_gradient_as_one_big_batch(tmp_path):
-    from transformers import BertForSequenceClassification, BertTokenizerFast
-
-    from conftest import _characters, _special, _tiny_bert_config
-
-    tokens = _special() + _characters()
-    torch.manual_seed(0)
-    folder = tmp_path / "no-dropout"
-    BertForSequenceClassification(_tiny_bert_config(len(tokens), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(folder)
-    BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(folder)
+def test_pruning_gradient_accumulation_gives_the_same_first_gradient_as_one_big_batch(tiny_bert_no_dropout_dir, tmp_path):
+    folder = tiny_bert_no_dropout_dir
     text_a, text_b = "梅雨は東アジアの気象です。北海道には梅雨がない。", "猫が好きです。"
     rows = [{"query": QUERY if i % 2 else "猫は好き？", "texts": [text_a, text_b][: 1 + i % 2], "labels": [1, 0][: 1 + i % 2],
              "context_spans": [[[0, 13], [13, 24]], [[0, 7]]][: 1 + i % 2], "context_spans_relevance": [[0, 1], [0]][: 1 + i % 2],
@@ -233,18 +225,12 @@ def test_training_sees_every_window_of_a_long_passage(tiny_mecab_bert_dir):
     assert batch["ranking_weights"].tolist() == [e.ranking_weight for e in long_windows]
 
 
-def test_embeddings_are_frozen_by_default_on_cpu_and_checkpointing_keeps_gradients_exact(tmp_path):
-    from transformers import BertForSequenceClassification, BertTokenizerFast
-
+def test_embeddings_are_frozen_by_default_on_cpu_and_checkpointing_keeps_gradients_exact(tiny_bert_no_dropout_dir, tmp_path):
     from transformers import TrainerCallback
 
-    from conftest import FirstGradient, _characters, _special, _tiny_bert_config
+    from conftest import FirstGradient
 
-    tokens = _special() + _characters()
-    torch.manual_seed(0)
-    folder = tmp_path / "no-dropout"
-    BertForSequenceClassification(_tiny_bert_config(len(tokens), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(folder)
-    BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(folder)
+    folder = tiny_bert_no_dropout_dir
     rows = [_long_row()] * 2
 
     def train(**options):

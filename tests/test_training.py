@@ -182,17 +182,8 @@ def test_training_metrics_of_best_checkpoint_equal_evaluate_on_the_saved_model(t
         assert result.metrics[f"eval_{name.replace('@', '_at_')}"] == pytest.approx(evaluated[name], abs=1e-6), name
 
 
-def test_gradient_accumulation_gives_the_same_first_gradient_as_one_big_batch(tmp_path, humor_frame):
-    from transformers import BertForSequenceClassification, BertTokenizerFast
-
-    from conftest import _characters, _special, _tiny_bert_config
-
-    tokens = _special() + _characters()
-    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
-    torch.manual_seed(0)
-    folder = tmp_path / "no-dropout"
-    BertForSequenceClassification(_tiny_bert_config(len(tokens), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+def test_gradient_accumulation_gives_the_same_first_gradient_as_one_big_batch(tiny_bert_no_dropout_dir, tmp_path, humor_frame):
+    folder = tiny_bert_no_dropout_dir
     frame = _varied_lengths(humor_frame).iloc[:16]
 
     def first_gradient(batch, steps):
