@@ -1,7 +1,6 @@
 """`jace serve` for real: a uvicorn server in a subprocess on a free loopback port, tiny models,
 bounded request counts and times."""
 
-import json
 import os
 import shutil
 import signal
