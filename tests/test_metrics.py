@@ -58,3 +58,14 @@ def test_prompts_where_ranking_is_undefined_are_skipped_and_counted():
     assert report["n_prompts"] == 4 and report["n_prompts_unrankable"] == 3
     assert report["ndcg@3"] == pytest.approx(1.0)  # only the "real" prompt counts, and it is ranked perfectly
     assert per_group_ndcg(truth, pred, groups, k=3).index.tolist() == ["real"]
+
+
+def test_per_prompt_spearman_averages_prompts_with_five_or_more_answers():
+    from jace.metrics import per_group_spearman
+
+    truth = [1, 2, 3, 4, 5] + [5, 4, 3, 2, 1] + [1, 2] + [3, 3, 3, 3, 3]
+    pred = [1, 2, 3, 4, 5] + [1, 2, 3, 4, 5] + [2, 1] + [1, 2, 3, 4, 5]
+    groups = ["up"] * 5 + ["down"] * 5 + ["small"] * 2 + ["flat"] * 5
+    within = per_group_spearman(truth, pred, groups)
+    assert within.to_dict() == {"down": pytest.approx(-1.0), "up": pytest.approx(1.0)}  # small and flat left out
+    assert evaluate_predictions(truth, pred, groups)["overall"]["spearman_per_prompt"] == pytest.approx(0.0)

@@ -26,7 +26,7 @@ REGRESSION_METRICS = ("mse", "rmse", "r2", "pearson", "spearman")
 #: Name of the per-prompt ranking metric (reported as ``ndcg@K``).
 RANKING_METRIC = "ndcg"
 #: Metrics that can pick the best epoch: the regression metrics, the eval loss, or per-prompt ndcg@K.
-BEST_MODEL_METRICS = (*REGRESSION_METRICS, "loss", "ndcg@K")
+BEST_MODEL_METRICS = (*REGRESSION_METRICS, "spearman_per_prompt", "loss", "ndcg@K")
 
 
 def option(default: Any, help: str, check: Check | None = None, rule: str = "", flags: tuple[str, ...] = ()) -> Any:
@@ -96,7 +96,7 @@ def metric_k(metric: str) -> int | None | bool:
         >>> metric_k("ndcg@3"), metric_k("spearman"), metric_k("accuracy")
         (3, None, False)
     """
-    if metric in REGRESSION_METRICS or metric == "loss":
+    if metric in REGRESSION_METRICS or metric in ("loss", "spearman_per_prompt"):
         return None
     prefix, _, k = metric.partition("@")
     if prefix == RANKING_METRIC and k.isdigit() and int(k) >= 1:

@@ -84,6 +84,29 @@ def per_group_ndcg(
     return pd.Series(values, name=f"ndcg@{k}", dtype=float)
 
 
+#: Prompts with fewer answers than this are left out of the per-prompt Spearman mean.
+MIN_ANSWERS_PER_PROMPT = 5
+
+
+def per_group_spearman(
+    y_true: Sequence[float], y_pred: Sequence[float], groups: Sequence[Any], min_size: int = MIN_ANSWERS_PER_PROMPT
+) -> pd.Series:
+    """Spearman correlation within each group (prompt) of at least ``min_size`` answers; indexed by group id.
+
+    Groups whose true scores or predictions are all equal have no correlation and are left out.
+
+    Example:
+        >>> per_group_spearman([1, 2, 3, 4, 5, 5], [1, 2, 3, 4, 5, 6], list("aaaaaa"), min_size=5).round(3).tolist()
+        [0.986]
+    """
+    frame = pd.DataFrame({"t": np.asarray(y_true, float), "p": np.asarray(y_pred, float), "g": list(groups)})
+    values = {}
+    for group, part in frame.groupby("g", sort=True):
+        if len(part) >= min_size and np.ptp(part["t"]) > 0 and np.ptp(part["p"]) > 0:
+            values[group] = float(spearmanr(part["t"], part["p"]).statistic)
+    return pd.Series(values, name="spearman_per_prompt", dtype=float)
+
+
 def global_ndcg(y_true: Sequence[float], y_pred: Sequence[float], k: int) -> float:
     """NDCG@k over all rows as one query: the seed's figure, kept only as a secondary number."""
     return float(ndcg_score(_gains(np.asarray(y_true, float))[None], np.asarray(y_pred, float)[None], k=k))
@@ -112,6 +135,9 @@ def evaluate_predictions(
             scores = per_group_ndcg(t, p, groups, k)
             overall[f"ndcg@{k}"] = float(scores.mean()) if len(scores) else None
         overall["n_prompts_unrankable"] = overall["n_prompts"] - (len(scores) if ks else 0)
+        within = per_group_spearman(t, p, groups)
+        # Ranking answers to one お題 is the use: the mean Spearman inside prompts with >= 5 answers.
+        overall["spearman_per_prompt"] = float(within.mean()) if len(within) else None
     for k in ks:
         overall[f"ndcg@{k}_global (secondary)"] = global_ndcg(t, p, k)
     report: dict[str, Any] = {"overall": overall}
