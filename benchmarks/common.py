@@ -32,14 +32,9 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_i
 
 def cpu_capability() -> str:
     """torch's CPU capability and the /proc/cpuinfo flags that decide bf16/int8 speed."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    from jace.device import cpu_flags
+
+    flags = cpu_flags()
     present = [flag for flag in CPU_FLAGS if flag in flags]
     return f"torch capability {torch.backends.cpu.get_cpu_capability()}, flags: {' '.join(present) or 'none of ' + ' '.join(CPU_FLAGS)}"
 

