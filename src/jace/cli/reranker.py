@@ -170,7 +170,10 @@ def score(
     typer.echo(f"wrote {summary.rows} rows to {summary.path}")
     if summary.rejected:
         typer.echo(f"{summary.rejected} row(s) could not be scored; see {summary.rejects_path}", err=True)
-        raise typer.Exit(code=1)
+        # A shard exits 0 even so: under torchrun a non-zero exit would kill the sibling shards still running.
+        # `jace merge-shards`, the step that completes a sharded run, exits 1 when any shard rejected rows.
+        if shard.count == 1:
+            raise typer.Exit(code=1)
 
 
 @app.command("merge-shards", epilog="Example:\n\n  jace merge-shards scored.csv --num-shards 4")
@@ -178,11 +181,17 @@ def merge_shards_command(
     output_path: Path = typer.Argument(..., help="The OUTPUT given to the sharded `jace score` runs."),
     num_shards: int = typer.Option(..., "--num-shards", min=1, help="How many shards were written."),
 ) -> None:
-    """Merge the shard files of a sharded `jace score` run back into input order (checks they belong to one run)."""
-    from jace.streaming import merge_shards
+    """Merge the shard files of a sharded `jace score` run back into input order (checks they belong to one run).
+
+    Exits 1 when any shard rejected rows (gathered in OUTPUT.rejects.*), like an unsharded `jace score`.
+    """
+    from jace.streaming import merge_shards, rejects_path
 
     path, rows = merge_shards(output_path, num_shards)
     typer.echo(f"wrote {rows} rows to {path}")
+    if rejects_path(path).is_file():
+        typer.echo(f"some rows could not be scored; see {rejects_path(path)}", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command(epilog="Examples:\n\n  jace export runs/humor/final runs/humor/merged\n\n"
