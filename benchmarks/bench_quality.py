@@ -16,55 +16,40 @@ import time
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
 
 from common import data_file, machine, minilm_path
 from seed_recipe import train_seed
 
-
-class TimeBudget(TrainerCallback):
-    """Stop training once the wall-clock budget is spent."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.start = time.perf_counter()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.perf_counter() - self.start > self.seconds:
-            control.should_training_stop = True
-        return control
+from jace.trainer import TimeBudget
 
 
-def run_jace(train, valid, columns, budget_s, lr, epochs, max_length):
+def run_jace(model, train, valid, columns, budget_s, lr, epochs, max_length):
     from jace.scoring import RerankerCrossEncoderClient
     from jace.training import LoraTrainingConfig
 
-    client = RerankerCrossEncoderClient(minilm_path(), device="cpu", max_length=max_length)
+    client = RerankerCrossEncoderClient(model, device="cpu", max_length=max_length)
     config = LoraTrainingConfig(num_train_epochs=epochs, learning_rate=lr, max_length=max_length, logging_steps=100)
     start = time.perf_counter()
-    result = client.train_with_lora(train, None, tempfile.mkdtemp(), config=config, columns=columns, callbacks=[TimeBudget(budget_s)])
+    result = client.train_with_lora(train, None, tempfile.mkdtemp(), config=config, columns=columns, callbacks=[TimeBudget(budget_s / 60)])
     elapsed = time.perf_counter() - start
     scores = client.run(list(zip(valid[columns.first], valid[columns.second])), original_scale=True, show_progress_bar=False)
     epochs_done = result.summary["metrics"]["train"].get("epoch")
     return np.asarray(scores), elapsed, epochs_done
 
 
-def run_seed(train, valid, columns, budget_s, lr, epochs):
+def run_seed(model, train, valid, columns, budget_s, lr, epochs):
     from transformers import AutoTokenizer
 
     from jace.scoring import RerankerCrossEncoderClient
 
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    tokenizer = AutoTokenizer.from_pretrained(model)
     start = time.perf_counter()
     model, metrics = train_seed(
-        minilm_path(), tokenizer, train[columns.first], train[columns.second], train[columns.label].tolist(),
-        tempfile.mkdtemp(), learning_rate=lr, epochs=epochs, callbacks=[TimeBudget(budget_s)],
+        model, tokenizer, train[columns.first], train[columns.second], train[columns.label].tolist(),
+        tempfile.mkdtemp(), learning_rate=lr, epochs=epochs, callbacks=[TimeBudget(budget_s / 60)],
     )  # fmt: skip
     elapsed = time.perf_counter() - start
-    client = RerankerCrossEncoderClient(minilm_path(), device="cpu")
+    client = RerankerCrossEncoderClient(model, device="cpu")
     client.model = model.merge_and_unload().eval()
     # The seed scored with a sigmoid over a raw-logit regressor; monotone, so ranks are unaffected.
     scores = client.run(list(zip(valid[columns.first], valid[columns.second])), show_progress_bar=False)
@@ -74,6 +59,7 @@ def run_seed(train, valid, columns, budget_s, lr, epochs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--budget-minutes", type=float, default=12.0)
+    parser.add_argument("--model", default=None, help="Backbone folder or hub id (default: the MiniLM stand-in).")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--only", choices=["jsts", "humor"], default=None)
@@ -83,13 +69,14 @@ def main() -> None:
     from jace.metrics import evaluate_predictions
 
     budget = args.budget_minutes * 60
-    print(machine(), f"| budget {args.budget_minutes} min per run | lr {args.lr}")
+    model = args.model or minilm_path()
+    print(machine(), f"| model {model} | budget {args.budget_minutes} min per run | lr {args.lr}")
     results = {}
     if args.only in (None, "jsts"):
         cols = PairColumns(first="sentence1", second="sentence2", label="label", group=None)
         train = load_pairs(data_file("jsts_train.jsonl"), cols)
         valid = load_pairs(data_file("jsts_valid.jsonl"), cols)
-        scores, elapsed, epochs = run_jace(train, valid, cols, budget, args.lr, 1.0, 128)
+        scores, elapsed, epochs = run_jace(model, train, valid, cols, budget, args.lr, 1.0, 128)
         metrics = evaluate_predictions(valid.label, scores)["overall"]
         results["jsts/jace"] = {"spearman": metrics["spearman"], "pearson": metrics["pearson"], "train_s": elapsed, "epochs": epochs}
         print(results["jsts/jace"])
@@ -104,8 +91,8 @@ def main() -> None:
         results["humor/random predictions (20 seeds)"] = {"ndcg@5 per prompt": float(np.mean(random_ndcg))}
         print(results["humor/random predictions (20 seeds)"])
         for name, runner in (
-            ("humor/jace", lambda: run_jace(train, valid, HUMOR, budget, args.lr, 1.0, 512)),
-            ("humor/seed recipe", lambda: run_seed(train, valid, HUMOR, budget, args.lr, 1.0)),
+            ("humor/jace", lambda: run_jace(model, train, valid, HUMOR, budget, args.lr, 1.0, 512)),
+            ("humor/seed recipe", lambda: run_seed(model, train, valid, HUMOR, budget, args.lr, 1.0)),
         ):
             scores, elapsed, epochs = runner()
             overall = evaluate_predictions(valid.score, scores, groups, ks=(5,))["overall"]

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from bench_quality import TimeBudget
 from common import data_file, machine, minilm_path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--budget-minutes", type=float, default=15.0)
+    parser.add_argument("--model", default=None, help="Backbone or reranker to start from (default: the MiniLM stand-in).")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--w-rank", type=float, default=0.05, help="ranking-loss weight (Provence: 0.05)")
@@ -43,12 +43,11 @@ def main() -> None:
     _, held = split_by_article(build_from_squad(squad, negatives=4), 0.2, seed=42)  # same articles held out
     held = held[: args.eval_queries]
     print(f"train {len(train)} queries (1 + {args.train_negatives} texts), held-out {len(held)} queries (1 + 4 texts) from unseen articles")
-    encoder = PruningEncoder.from_backbone(minilm_path(), device="cpu", max_length=args.max_length)
+    encoder = PruningEncoder.from_backbone(args.model or minilm_path(), device="cpu", max_length=args.max_length)
     config = PruningTrainingConfig(learning_rate=args.lr, w_rank=args.w_rank, num_train_epochs=args.epochs, per_device_train_batch_size=16,
-                                   max_length=args.max_length, logging_steps=100)  # fmt: skip
+                                   max_length=args.max_length, logging_steps=100, budget_minutes=args.budget_minutes)  # fmt: skip
     start = time.perf_counter()
-    final = train_pruning_encoder(encoder, train, tempfile.mkdtemp(), config=config,
-                                  callbacks=[TimeBudget(args.budget_minutes * 60)], training_data="JSQuAD v1.3 valid (80% of articles)")  # fmt: skip
+    final = train_pruning_encoder(encoder, train, tempfile.mkdtemp(), config=config, training_data="JSQuAD v1.3 valid (80% of articles)")
     trained_s = time.perf_counter() - start
     encoder = PruningEncoder.from_pretrained(final, device="cpu")
     start = time.perf_counter()

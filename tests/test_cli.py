@@ -15,7 +15,7 @@ from jace.data import PairColumns
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "score", "export", "demo", "merge-shards"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "score", "export", "demo", "merge-shards", "train-reranker", "evaluate-reranker"])
 def test_every_command_has_help_with_examples(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
@@ -162,3 +162,38 @@ def test_a_default_changed_in_the_config_changes_the_cli_help():
     assert seen["config"].r == 32 and seen["config"].learning_rate == 0.5
     result = runner.invoke(tiny, ["--lora-r", "0"])
     assert isinstance(result.exception, ValueError) and "r must be >= 1" in str(result.exception)
+
+
+def test_evaluate_with_baselines_reports_them_beside_the_model_on_the_same_rows(tiny_bert_dir, humor_frame, tmp_path):
+    train, valid = tmp_path / "train.csv", tmp_path / "valid.csv"
+    humor_frame.iloc[:30].to_csv(train, index=False)
+    humor_frame.iloc[30:].to_csv(valid, index=False)
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bert_dir), "--data", str(valid), "--baselines", str(train),
+                                 "--report", str(report), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    baselines = json.loads(report.read_text())["baselines"]
+    assert {"random", "response length (characters)", "training mean of the odai_type"} <= set(baselines)
+    assert any(name.startswith("char n-gram ridge") for name in baselines)
+    length = humor_frame.iloc[30:]
+    from jace.metrics import evaluate_predictions
+
+    expected = evaluate_predictions(length.score.to_numpy(float), length.response.str.len().to_numpy(float))["overall"]["spearman"]
+    assert baselines["response length (characters)"]["spearman"] == pytest.approx(expected)
+    assert "model vs baselines" in result.output
+
+
+def test_train_reranker_then_evaluate_reranker_from_the_command_line(tiny_bert_dir, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(
+        json.dumps({"query": q, "positive": f"{q} {q}", "negatives": ["dog", "fox"]}) + "\n" for q in ("the", "quick", "lazy")
+    ))  # fmt: skip
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train-reranker", "--train", str(rows), "--model", str(tiny_bert_dir), "--output-dir", str(out),
+                                 "--max-steps", "2", "--loss", "bce", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "rerank.json"
+    result = runner.invoke(app, ["evaluate-reranker", "--model", str(out / "final"), "--data", str(rows), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(report.read_text())
+    assert metrics["n_queries"] == 3 and 0 < metrics["mrr@10"] <= 1

@@ -5,12 +5,19 @@ import pandas as pd
 import pytest
 import torch
 from sentence_transformers import CrossEncoder
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
 from jace.data import PairColumns
 from jace.export import export_merged_model
 from jace.scoring import RerankerCrossEncoderClient
 from jace.training import LoraTrainingConfig
+
+class Boom(TrainerCallback):
+    """Fails the first training step, as a full disk would."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        raise RuntimeError("disk full")
+
 
 FAST = LoraTrainingConfig(num_train_epochs=2, learning_rate=5e-3, per_device_train_batch_size=8, logging_steps=1)
 
@@ -204,12 +211,6 @@ def test_gradient_accumulation_gives_the_same_first_gradient_as_one_big_batch(ti
 
 
 def test_failed_training_leaves_the_client_scoring_as_before(tiny_bert_dir, humor_frame, tmp_path):
-    from transformers import TrainerCallback
-
-    class Boom(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            raise RuntimeError("disk full")
-
     client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
     pairs = list(zip(humor_frame.odai, humor_frame.response))
     before = client.run(pairs)
@@ -261,3 +262,51 @@ def test_lora_targets_matching_only_the_head_are_a_clear_error(tiny_modernbert_d
     config = LoraTrainingConfig(max_steps=1, target_modules=("query", "key", "value", "dense"))
     with pytest.raises(ValueError, match="match no layer of the encoder"):
         client.train_with_lora(humor_frame.iloc[:8], None, tmp_path, config=config)
+
+
+def test_full_fine_tuning_saves_a_standalone_model_that_reloads_with_the_same_scores(tiny_bert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    embeddings_before = client.model.get_input_embeddings().weight.detach().clone()
+    classifier_before = client.model.classifier.weight.detach().clone()
+    config = LoraTrainingConfig(method="full", num_train_epochs=1, learning_rate=1e-3, per_device_train_batch_size=8)
+    result = client.train_with_lora(humor_frame.iloc[:32], humor_frame.iloc[32:], tmp_path, config=config)
+    files = {p.name for p in result.final_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "target_scaler.json", "training_summary.json"} <= files
+    assert "adapter_config.json" not in files
+    # Word embeddings stay frozen on CPU by default; the rest is trained.
+    assert torch.equal(client.model.get_input_embeddings().weight, embeddings_before)
+    assert not torch.allclose(client.model.classifier.weight, classifier_before)
+    pairs = list(zip(humor_frame.odai, humor_frame.response))
+    reloaded = RerankerCrossEncoderClient(str(result.final_dir), device="cpu")
+    assert reloaded.run(pairs, original_scale=True) == pytest.approx(client.run(pairs, original_scale=True), abs=1e-6)
+    assert CrossEncoder(str(result.final_dir), device="cpu").predict(pairs) == pytest.approx(reloaded.run(pairs), abs=1e-6)
+
+
+def test_failed_full_fine_tuning_restores_every_weight(tiny_bert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    pairs = list(zip(humor_frame.odai, humor_frame.response))
+    before = client.run(pairs)
+    config = LoraTrainingConfig(method="full", max_steps=3, learning_rate=1e-2)
+    with pytest.raises(RuntimeError, match="disk full"):
+        client.train_with_lora(humor_frame, None, tmp_path, config=config, callbacks=[Boom()])
+    assert client.run(pairs) == pytest.approx(before, abs=1e-7)
+    assert all(p.requires_grad for p in client.model.parameters())
+
+
+def test_lora_trains_the_whole_pooler_unless_told_to_leave_it_to_lora(tiny_bert_dir, humor_frame, tmp_path):
+    for train_pooler in (True, False):
+        client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+        config = LoraTrainingConfig(max_steps=4, learning_rate=1e-2, per_device_train_batch_size=8, train_pooler=train_pooler)
+        result = client.train_with_lora(humor_frame, None, tmp_path / str(train_pooler), config=config)
+        saved = json.loads((result.final_dir / "adapter_config.json").read_text())["modules_to_save"]
+        assert ("pooler" in saved) is train_pooler
+        pooler = client.model.base_model.model.bert.pooler
+        assert hasattr(pooler, "modules_to_save") is train_pooler
+
+
+def test_time_budget_stops_training_after_the_first_step_and_still_saves(tiny_bert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    config = LoraTrainingConfig(num_train_epochs=50, per_device_train_batch_size=4, budget_minutes=1e-6)
+    result = client.train_with_lora(humor_frame.iloc[:32], humor_frame.iloc[32:], tmp_path, config=config)
+    assert result.summary["metrics"]["train"]["epoch"] < 1
+    assert (result.final_dir / "adapter_config.json").is_file() and "eval_spearman" in result.metrics

@@ -113,6 +113,10 @@ class LoraTrainingConfig:
         'mse'
     """
 
+    method: Literal["lora", "full"] = option(
+        "lora", "'lora': train LoRA adapters, the head and the pooler; 'full': train every weight (see freeze_embeddings).",
+        lambda v: v in ("lora", "full"), "must be 'lora' or 'full'", flags=("--method",),
+    )
     r: int = option(8, "LoRA rank.", at_least_one, "must be >= 1", flags=("--lora-r",))
     lora_alpha: int = option(16, "LoRA scaling factor (alpha).", positive, "must be > 0", flags=("--lora-alpha",))
     lora_dropout: float = option(0.1, "Dropout on the LoRA branch.", fraction, "must be in [0, 1)", flags=("--lora-dropout",))
@@ -120,11 +124,22 @@ class LoraTrainingConfig:
         ("all-linear",), "Module names that get LoRA adapters; 'all-linear' adapts every linear layer of the encoder.",
         lambda v: len(v) > 0 and all(isinstance(m, str) and m for m in v), "must name at least one module",
     )
+    train_pooler: bool = option(
+        True, "Train the whole [CLS] pooler (BERT-style models) with the head under LoRA, instead of only LoRA on it; "
+        "a checkpoint without a pooler starts it as the identity.", flags=("--train-pooler/--lora-pooler",),
+    )
+    freeze_embeddings: Optional[bool] = option(
+        None, "With --method full: freeze the word-embedding matrix (most of a multilingual backbone's parameters and "
+        "optimizer state); default: frozen on CPU, trained on GPU.", flags=("--freeze-embeddings/--train-embeddings",),
+    )
     loss: Literal["bce", "mse"] = option(
         "bce", "'bce': BCE-with-logits against scaled targets; 'mse': MSE between sigmoid(logit) and target.",
         lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
     )
-    learning_rate: float = option(2e-5, "Peak learning rate (AdamW, linear decay).", positive, "must be > 0", flags=("--lr", "--learning-rate"))
+    learning_rate: Optional[float] = option(
+        None, "Peak learning rate (AdamW, linear decay); default 2e-4 for LoRA, 5e-5 for full fine-tuning.",
+        lambda v: v is None or v > 0, "must be > 0", flags=("--lr", "--learning-rate"),
+    )
     num_train_epochs: float = option(5.0, "Training epochs.", positive, "must be > 0", flags=("--epochs",))
     per_device_train_batch_size: int = option(16, "Training batch size per process.", at_least_one, "must be >= 1", flags=("--batch-size",))
     per_device_eval_batch_size: int = option(64, "Evaluation batch size per process.", at_least_one, "must be >= 1", flags=("--eval-batch-size",))
@@ -139,12 +154,21 @@ class LoraTrainingConfig:
     )
     max_steps: int = option(-1, "Stop after this many steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
                             "must be -1 (use epochs) or >= 1")  # fmt: skip
+    budget_minutes: Optional[float] = option(
+        None, "Stop training after this many minutes of wall-clock time (the epoch in progress is still evaluated and saved).",
+        lambda v: v is None or v > 0, "must be > 0", flags=("--budget-minutes",),
+    )
     logging_steps: int = option(50, "Log the training loss every N steps.", at_least_one, "must be >= 1")
     seed: int = option(42, "Random seed (LoRA init, shuffling, and the split when --eval is absent).")
 
     def __post_init__(self) -> None:
         self.target_modules = (self.target_modules,) if isinstance(self.target_modules, str) else tuple(self.target_modules)
         validate(self)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in use: the one given, or the method's default."""
+        return self.learning_rate if self.learning_rate is not None else (5e-5 if self.method == "full" else 2e-4)
 
 @dataclass
 class PruningTrainingConfig:
@@ -179,8 +203,77 @@ class PruningTrainingConfig:
     gradient_checkpointing: bool = option(
         False, "Recompute activations in the backward pass: less memory for more compute.", flags=("--gradient-checkpointing",)
     )
+    budget_minutes: Optional[float] = option(
+        None, "Stop training after this many minutes of wall-clock time (the epoch in progress is still evaluated and saved).",
+        lambda v: v is None or v > 0, "must be > 0", flags=("--budget-minutes",),
+    )
     logging_steps: int = option(50, "Log every N steps.", at_least_one, "must be >= 1")
     seed: int = option(42, "Random seed.")
 
     def __post_init__(self) -> None:
         validate(self, ("w_rank + w_prune", self.w_rank + self.w_prune == 0, "must not both be 0"))
+
+
+#: The losses `jace train-reranker` offers (sentence-transformers' cross-encoder losses).
+RANKING_LOSSES = ("listwise", "bce", "lambda")
+
+
+@dataclass
+class RerankerTrainingConfig:
+    """Hyperparameters of :func:`jace.reranking.train_reranker` (query, positive, negatives → a ranking cross-encoder).
+
+    Example:
+        >>> RerankerTrainingConfig(loss="lambda", num_negatives=7).loss
+        'lambda'
+    """
+
+    loss: Literal["listwise", "bce", "lambda"] = option(
+        "listwise", "'listwise': softmax cross-entropy of the positive against its negatives and in-batch texts "
+        "(MultipleNegativesRankingLoss); "
+        "'bce': each (query, text) pair on its own (BinaryCrossEntropyLoss); 'lambda': LambdaLoss (nDCG-weighted).",
+        lambda v: v in RANKING_LOSSES, "must be one of " + ", ".join(RANKING_LOSSES), flags=("--loss",),
+    )
+    method: Literal["lora", "full"] = option(
+        "full", "'full': train every weight (see freeze_embeddings); 'lora': LoRA adapters plus the head and pooler, merged at the end.",
+        lambda v: v in ("lora", "full"), "must be 'lora' or 'full'", flags=("--method",),
+    )
+    num_negatives: int = option(3, "Negatives per query in each training list (sampled from the row's negatives).", at_least_one,
+                                "must be >= 1", flags=("--num-negatives",))  # fmt: skip
+    max_list_size: int = option(16, "With graded lists (--loss lambda): texts per list kept (the first N).", lambda v: v >= 2,
+                                "must be >= 2", flags=("--max-list-size",))  # fmt: skip
+    in_batch_negatives: int = option(1, "With the listwise loss: texts of other queries in the batch added to each list.",
+                                     at_least_one, "must be >= 1", flags=("--in-batch-negatives",))  # fmt: skip
+    learning_rate: Optional[float] = option(
+        None, "Peak learning rate; default 3e-5 for full fine-tuning, 2e-4 for LoRA.", lambda v: v is None or v > 0, "must be > 0",
+        flags=("--lr", "--learning-rate"),
+    )
+    num_train_epochs: float = option(1.0, "Training epochs.", positive, "must be > 0", flags=("--epochs",))
+    max_steps: int = option(-1, "Stop after N steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
+                            "must be -1 (use epochs) or >= 1")  # fmt: skip
+    per_device_train_batch_size: int = option(4, "Queries per batch (each with 1 + num_negatives texts).", at_least_one,
+                                              "must be >= 1", flags=("--batch-size",))  # fmt: skip
+    gradient_accumulation_steps: int = option(1, "Steps to accumulate before an update.", at_least_one, "must be >= 1")
+    max_length: int = option(256, "Truncate each (query, text) pair to this many tokens.", lambda v: v >= 8, "must be >= 8")
+    warmup_ratio: float = option(0.1, "Fraction of steps for linear warm-up.", fraction, "must be in [0, 1)")
+    weight_decay: float = option(0.01, "AdamW weight decay.", lambda v: v >= 0, "must be >= 0")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", positive, "must be > 0")
+    r: int = option(16, "LoRA rank (with --method lora).", at_least_one, "must be >= 1", flags=("--lora-r",))
+    lora_alpha: int = option(32, "LoRA scaling factor (with --method lora).", positive, "must be > 0", flags=("--lora-alpha",))
+    freeze_embeddings: Optional[bool] = option(
+        None, "With --method full: freeze the word-embedding matrix; default: frozen on CPU, trained on GPU.",
+        flags=("--freeze-embeddings/--train-embeddings",),
+    )
+    budget_minutes: Optional[float] = option(
+        None, "Stop training after this many minutes of wall-clock time (the model so far is saved).",
+        lambda v: v is None or v > 0, "must be > 0", flags=("--budget-minutes",),
+    )
+    logging_steps: int = option(50, "Log the training loss every N steps.", at_least_one, "must be >= 1")
+    seed: int = option(42, "Random seed (negative sampling, shuffling, LoRA init).")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in use: the one given, or the method's default."""
+        return self.learning_rate if self.learning_rate is not None else (3e-5 if self.method == "full" else 2e-4)

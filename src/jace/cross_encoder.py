@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,35 @@ def load_sequence_regressor(
             )
         config.num_labels = 1
     with loading(name_or_path):
-        return AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, config=config, trust_remote_code=trust_remote_code, **kwargs
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, config=config, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
         )
+    init_missing_pooler(model, info.get("missing_keys", ()))
+    return model
+
+
+def init_missing_pooler(model: PreTrainedModel, missing_keys: Iterable[str]) -> bool:
+    """Start a pooler that the checkpoint lacks as the identity map (weight I, bias 0); return whether it did.
+
+    BERT's sequence classifier reads ``[CLS]`` through ``pooler.dense`` + tanh. A backbone trained
+    with mean pooling (e5, most sentence embedders) ships no trained pooler, and a random one
+    scrambles the ``[CLS]`` state the head sees. Identity keeps it (tanh only squashes); training
+    then adapts the pooler (jace trains it with the head). Measured in docs/benchmarks.md.
+
+    Example:
+        >>> model = load_sequence_regressor("runs/e5")  # doctest: +SKIP  (converted e5: no pooler)
+        >>> bool((model.bert.pooler.dense.weight == torch.eye(384)).all())  # doctest: +SKIP
+        True
+    """
+    import torch
+
+    if not any(".pooler." in f".{key}" for key in missing_keys):
+        return False
+    for name, module in model.named_modules():
+        dense = getattr(module, "dense", None)
+        if name.split(".")[-1] == "pooler" and isinstance(dense, torch.nn.Linear) and dense.in_features == dense.out_features:
+            with torch.no_grad():
+                dense.weight.copy_(torch.eye(dense.in_features, dtype=dense.weight.dtype))
+                dense.bias.zero_()
+            return True
+    return False

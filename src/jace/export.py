@@ -36,9 +36,9 @@ def export_merged_model(
 
     if Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise NotADirectoryError(f"{output_dir} is a file; a model is saved into a folder. Choose another path.")
-    if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
+    if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file() and not (Path(adapter_dir) / "config.json").is_file():
         raise FileNotFoundError(
-            f"{adapter_dir}: no {ADAPTER_CONFIG}; export takes the adapter folder a training run wrote (…/final)."
+            f"{adapter_dir}: no {ADAPTER_CONFIG} or config.json; export takes the folder a training run wrote (…/final)."
         )
     client = RerankerCrossEncoderClient(adapter_dir, device=device, dtype=torch.float32)
     model = client.model

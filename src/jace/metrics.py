@@ -196,3 +196,27 @@ def plot_report(
     else:
         axes[1].set_axis_off()
     return save_figure(fig, path)
+
+
+def reranking_metrics(scores: Sequence[Sequence[float]], relevant: Sequence[int], k: int = 10) -> dict[str, float]:
+    """MRR@k and nDCG@k of one relevant candidate per query, averaged over queries.
+
+    ``scores[q]`` scores query q's candidates; ``relevant[q]`` is the index of its relevant one.
+    A tie with the relevant candidate counts against it (a model that scores everything alike
+    gets no credit for the candidates' order).
+
+    Example:
+        >>> reranking_metrics([[0.9, 0.1], [0.2, 0.8]], [0, 0], k=10)
+        {'mrr@10': 0.75, 'ndcg@10': 0.8154648767857288, 'n_queries': 2}
+    """
+    if len(scores) != len(relevant) or not scores:
+        raise ValueError(f"scores and relevant must be non-empty and the same length ({len(scores)} vs {len(relevant)}).")
+    reciprocal, ndcg = [], []
+    for query_scores, index in zip(scores, relevant):
+        values = np.asarray(query_scores, dtype=float)
+        if not 0 <= index < len(values):
+            raise ValueError(f"relevant index {index} is outside the {len(values)} candidates of its query.")
+        rank = 1 + int((values >= values[index]).sum()) - 1
+        reciprocal.append(1.0 / rank if rank <= k else 0.0)
+        ndcg.append(1.0 / np.log2(rank + 1) if rank <= k else 0.0)
+    return {f"mrr@{k}": float(np.mean(reciprocal)), f"ndcg@{k}": float(np.mean(ndcg)), "n_queries": len(scores)}

