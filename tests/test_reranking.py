@@ -102,7 +102,7 @@ def test_evaluation_skips_and_counts_rows_without_negatives(tiny_bert_dir, tmp_p
 def test_reranker_config_rejects_bad_values_with_every_problem_listed():
     with pytest.raises(ValueError, match="loss must be one of listwise, bce, lambda.*num_negatives must be >= 1"):
         RerankerTrainingConfig(loss="hinge", num_negatives=0)
-    assert RerankerTrainingConfig(method="lora").lr == 2e-4 and RerankerTrainingConfig().lr == 3e-5
+    assert RerankerTrainingConfig(method="lora").lr == 2e-4 and RerankerTrainingConfig().lr == 5e-5
 
 
 def test_scored_pairs_become_graded_lists_per_prompt_and_train_with_lambda_loss_only(tiny_bert_dir, humor_frame, tmp_path):

@@ -32,16 +32,21 @@ _EXPORTS = {
     "evaluate_predictions": "jace.metrics",
     "QwenCaptionClient": "jace.caption",
     "PruningEncoder": "jace.pruning",
+    "RerankerTrainingConfig": "jace.config",
+    "train_reranker": "jace.reranking",
+    "evaluate_reranker": "jace.reranking",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from jace.caption import QwenCaptionClient
+    from jace.config import RerankerTrainingConfig
     from jace.data import DataValidationError, PairColumns, grouped_split, load_humor, load_pairs
     from jace.export import export_merged_model
     from jace.metrics import evaluate_predictions
     from jace.pruning import PruningEncoder
+    from jace.reranking import evaluate_reranker, train_reranker
     from jace.scaling import TargetScaler
     from jace.scoring import DEFAULT_MODEL, RerankerCrossEncoderClient
     from jace.training import LoraTrainingConfig, TrainingResult, train_with_lora

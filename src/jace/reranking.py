@@ -193,7 +193,8 @@ def train_reranker(
     from jace.cross_encoder import load_sequence_regressor
     from jace.device import resolve_device
     from jace.export import SIGMOID
-    from jace.trainer import common_arguments, freeze_embeddings, with_budget
+    from jace.trainer import common_arguments, with_budget
+    from jace.training import trainable_model
 
     config = config or RerankerTrainingConfig()
     output_dir = Path(output_dir)
@@ -209,17 +210,7 @@ def train_reranker(
     cross_encoder = CrossEncoder(str(model_name_or_path), num_labels=1, max_length=config.max_length, device=str(target))
     # jace's loader: the same single-logit head, plus an identity pooler where the checkpoint has none.
     model = load_sequence_regressor(model_name_or_path).to(target)
-    if config.method == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        from jace.training import HEAD_MODULES, POOLER
-
-        names = {name.split(".")[-1] for name, _ in model.named_modules()}
-        keep = [name for name in (*HEAD_MODULES, POOLER) if name in names]
-        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=config.r, lora_alpha=config.lora_alpha,
-                                                 lora_dropout=0.1, target_modules="all-linear", modules_to_save=keep))  # fmt: skip
-    else:
-        freeze_embeddings(model, config.freeze_embeddings, target)
+    model = trainable_model(model, config, target)
     cross_encoder[0].model = model
     args = CrossEncoderTrainingArguments(**common_arguments(config, output_dir, target), save_strategy="no")
     trainer = CrossEncoderTrainer(

@@ -164,24 +164,29 @@ def _restore(model: PreTrainedModel, peft_model: Any, dtype: torch.dtype, traini
     model.train(training)
 
 
-def _trainable_model(model: PreTrainedModel, config: LoraTrainingConfig, heads: list[str], device: torch.device) -> Any:
-    """The model the Trainer updates: a PEFT LoRA model (head and pooler trained in full), or ``model`` itself."""
+def trainable_model(model: PreTrainedModel, config: Any, device: torch.device) -> Any:
+    """The model a Trainer updates: a PEFT LoRA model (head, and pooler unless ``train_pooler=False``, trained
+    in full) for ``config.method == "lora"``, else ``model`` itself with its word embeddings frozen or not.
+
+    ``config`` is a :class:`LoraTrainingConfig` or a :class:`jace.config.RerankerTrainingConfig`.
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     if config.method == "full":
         freeze_embeddings(model, config.freeze_embeddings, device)
         return model
+    targets = tuple(getattr(config, "target_modules", ("all-linear",)))
     has_pooler = any(name.split(".")[-1] == POOLER for name, _ in model.named_modules())
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=config.r,
         lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules[0] if config.target_modules == ("all-linear",) else list(config.target_modules),
-        modules_to_save=heads + ([POOLER] if config.train_pooler and has_pooler else []),
+        lora_dropout=getattr(config, "lora_dropout", 0.1),
+        target_modules=targets[0] if targets == ("all-linear",) else list(targets),
+        modules_to_save=_head_modules(model) + ([POOLER] if getattr(config, "train_pooler", True) and has_pooler else []),
     )
     peft_model = get_peft_model(model, lora)
-    _check_adapted_layers(peft_model, config.target_modules)
+    _check_adapted_layers(peft_model, targets)
     return peft_model
 
 
@@ -228,14 +233,14 @@ def train_with_lora(
     eval_data = None if eval_frame is None else build_dataset(eval_frame, tokenizer, scaler, columns, config.max_length)
     device = next(model.parameters()).device
     dtype, was_training = next(model.parameters()).dtype, model.training
-    heads = _head_modules(model)
+    _head_modules(model)  # fail before training when the model has no classification head
     ks = tuple(sorted({*TRAINING_KS, *([metric_k(config.metric_for_best_model)] if metric_k(config.metric_for_best_model) else [])}))
 
     peft_model = None
     saved = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if config.method == "full" else None
     try:
         set_seed(config.seed)  # LoRA's random init follows the seed too, so a run is reproducible
-        peft_model = _trainable_model(model.float().train(), config, heads, device)
+        peft_model = trainable_model(model.float().train(), config, device)
         has_eval = eval_data is not None
         metric = config.metric_for_best_model.replace("@", "_at_")
         args = TrainingArguments(

