@@ -88,8 +88,9 @@ def run_demo(
     report["baselines"] = {
         name: evaluate_predictions(truth, values, groups)["overall"] for name, values in humor_baselines(train, valid).items()
     }
+    show = lambda value: "  –  " if value is None else f"{value:.3f}"  # noqa: E731  (undefined, e.g. constant per prompt)
     for name, values in {"jace (e5, this demo)": report["overall"], **report["baselines"]}.items():
-        print(f"      {name:<34} Spearman {values['spearman']:.3f}   per-prompt Spearman {values['spearman_per_prompt']:.3f}")
+        print(f"      {name:<34} Spearman {show(values['spearman'])}   per-prompt Spearman {show(values['spearman_per_prompt'])}")
     save_report(report, output_dir / "report.json")
     plot_report(truth, scores, groups, output_dir / "report.png")
 
