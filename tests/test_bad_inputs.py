@@ -109,7 +109,7 @@ API_CASES = [
     ("config: unknown metric", lambda w: LoraTrainingConfig(metric_for_best_model="ndcg@0"), ValueError, r"metric_for_best_model"),
     ("config: negative lr", lambda w: LoraTrainingConfig(learning_rate=-1), ValueError, r"learning_rate must be > 0"),
     ("export: output is a file", lambda w: export_merged_model(w["adapter"], w["root"] / "a_file"), NotADirectoryError, r"a_file is a file"),
-    ("export: not an adapter", lambda w: export_merged_model(w["base"], w["root"] / "x"), FileNotFoundError, r"no adapter_config\.json"),
+    ("export: not a training output", lambda w: export_merged_model(w["root"], w["root"] / "x"), FileNotFoundError, r"no adapter_config\.json or config\.json"),
     ("export: folder holds another model", lambda w: export_merged_model(w["adapter"], w["other_model"]), FileExistsError, r"different model.*overwrite"),
     ("load_pairs: unsupported suffix", lambda w: load_pairs(w["root"] / "pairs.txt"), ValueError, r"unsupported file type '\.txt'"),
     ("load_pairs: a folder", lambda w: read_table(w["root"]), ValueError, r"is a folder"),

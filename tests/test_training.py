@@ -280,6 +280,8 @@ def test_full_fine_tuning_saves_a_standalone_model_that_reloads_with_the_same_sc
     reloaded = RerankerCrossEncoderClient(str(result.final_dir), device="cpu")
     assert reloaded.run(pairs, original_scale=True) == pytest.approx(client.run(pairs, original_scale=True), abs=1e-6)
     assert CrossEncoder(str(result.final_dir), device="cpu").predict(pairs) == pytest.approx(reloaded.run(pairs), abs=1e-6)
+    merged = export_merged_model(result.final_dir, tmp_path / "merged")
+    assert RerankerCrossEncoderClient(str(merged), device="cpu").run(pairs) == pytest.approx(reloaded.run(pairs), abs=1e-6)
 
 
 def test_failed_full_fine_tuning_restores_every_weight(tiny_bert_dir, humor_frame, tmp_path):
