@@ -15,9 +15,8 @@ import pandas as pd
 
 from common import data_file, machine
 
-from jace.baselines import humor_baselines
-from jace.data import load_humor, prompt_groups
-from jace.metrics import evaluate_predictions
+from jace.baselines import baseline_metrics
+from jace.data import load_humor
 
 REPORTED = ("spearman", "pearson", "spearman_per_prompt", "ndcg@5", "rmse")
 
@@ -28,12 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     train, valid = load_humor(data_file("humor_train.csv")), load_humor(data_file("humor_validation.csv"))
-    truth, groups, types = valid.score.to_numpy(float), prompt_groups(valid).tolist(), valid.odai_type.tolist()
-    predictions = humor_baselines(train, valid, seed=args.seed)
-    rows = []
-    for name, predicted in predictions.items():
-        overall = evaluate_predictions(truth, predicted, groups, types)["overall"]
-        rows.append({"baseline": name, **{k: overall[k] for k in REPORTED}})
+    rows = [{"baseline": name, **{k: overall[k] for k in REPORTED}} for name, overall in baseline_metrics(train, valid, seed=args.seed).items()]
     print(f"validation split: {len(valid)} rows, {valid.odai_id.nunique()} prompts; per-prompt Spearman over prompts with >= 5 answers")
     print(pd.DataFrame(rows).round(4).to_markdown(index=False))
 

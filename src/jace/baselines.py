@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from jace.data import HUMOR, PairColumns, prompt_groups
 from jace.metrics import evaluate_predictions
 
 RIDGE_ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -56,3 +57,28 @@ def humor_baselines(train: pd.DataFrame, evaluation: pd.DataFrame, *, seed: int 
             best = (spearman, alpha, predicted)
     predictions[f"char n-gram ridge (alpha {best[1]:g})"] = best[2]
     return predictions
+
+
+def baseline_metrics(train: pd.DataFrame, evaluation: pd.DataFrame, *, seed: int = 0, columns: PairColumns = HUMOR) -> dict[str, dict]:
+    """Every baseline fitted on ``train`` and scored on ``evaluation`` like ``jace evaluate`` scores a model (``overall``).
+
+    Example:
+        >>> baseline_metrics(train_frame, valid_frame)["random"]["spearman"]  # doctest: +SKIP
+        -0.029
+    """
+    truth, groups = evaluation.score.to_numpy(float), prompt_groups(evaluation, columns).tolist()
+    types = evaluation.odai_type.tolist() if "odai_type" in evaluation.columns else None
+    return {
+        name: evaluate_predictions(truth, values, groups, types)["overall"]
+        for name, values in humor_baselines(train, evaluation, seed=seed).items()
+    }
+
+
+def format_comparison(model: dict, baselines: dict[str, dict], *, name: str = "this model",
+                      keys: tuple[str, ...] = ("spearman", "spearman_per_prompt", "ndcg@5")) -> str:  # fmt: skip
+    """A model's metrics above each baseline's, one line each (a metric undefined for a row shows as –)."""
+    show = lambda value: "  –   " if value is None else f"{value:.4f}"  # noqa: E731
+    return "model vs baselines on the same rows:\n" + "\n".join(
+        f"  {row:<34}" + "  ".join(f"{key} {show(values.get(key))}" for key in keys)
+        for row, values in {name: model, **baselines}.items()
+    )

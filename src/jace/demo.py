@@ -55,7 +55,7 @@ def run_demo(
     """Run the demo; return the evaluation report."""
     from sentence_transformers import CrossEncoder
 
-    from jace.baselines import humor_baselines
+    from jace.baselines import baseline_metrics, format_comparison
     from jace.config import RerankerTrainingConfig
     from jace.data import PairColumns, load_humor, prompt_groups
     from jace.export import export_merged_model
@@ -85,12 +85,8 @@ def run_demo(
     groups, truth = prompt_groups(valid).tolist(), valid.score.to_numpy(float)
     report = evaluate_predictions(truth, scores, groups, valid.odai_type.tolist())
     print(format_report(report))
-    report["baselines"] = {
-        name: evaluate_predictions(truth, values, groups)["overall"] for name, values in humor_baselines(train, valid).items()
-    }
-    show = lambda value: "  –  " if value is None else f"{value:.3f}"  # noqa: E731  (undefined, e.g. constant per prompt)
-    for name, values in {"jace (e5, this demo)": report["overall"], **report["baselines"]}.items():
-        print(f"      {name:<34} Spearman {show(values['spearman'])}   per-prompt Spearman {show(values['spearman_per_prompt'])}")
+    report["baselines"] = baseline_metrics(train, valid)
+    print(format_comparison(report["overall"], report["baselines"], name="jace (e5, this demo)"))
     save_report(report, output_dir / "report.json")
     plot_report(truth, scores, groups, output_dir / "report.png")
 

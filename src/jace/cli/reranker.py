@@ -172,18 +172,12 @@ def evaluate(
     result["score_scale"] = "original (target scaler)" if scaled else "sigmoid 0..1"
     typer.echo(format_report(result))
     if baselines:
-        from jace.baselines import humor_baselines
+        from jace.baselines import baseline_metrics, format_comparison
 
         if (first, second, label) != ("odai", "response", "score"):
             raise typer.BadParameter("--baselines needs the humor columns (odai, response, score, odai_type).", param_hint="--baselines")
-        fitted = humor_baselines(load_pairs(baselines, columns, split="train"), frame)
-        result["baselines"] = {name: evaluate_predictions(frame[label].to_numpy(float), values, groups, types)["overall"]
-                               for name, values in fitted.items()}  # fmt: skip
-        keys = ("spearman", "spearman_per_prompt", "ndcg@5")
-        typer.echo("\nmodel vs baselines on the same rows:\n" + "\n".join(
-            f"  {name:<34}" + "  ".join(f"{key} {values[key] if values[key] is not None else float('nan'):.4f}" for key in keys)
-            for name, values in {"this model": result["overall"], **result["baselines"]}.items()
-        ))  # fmt: skip
+        result["baselines"] = baseline_metrics(load_pairs(baselines, columns, split="train"), frame, columns=columns)
+        typer.echo("\n" + format_comparison(result["overall"], result["baselines"]))
     if report:
         save_report(result, report)
         typer.echo(f"report: {report}")
