@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jace.quantization import int8_kernel
+from jace.quantization import Int8Linear, int8_kernel
 from jace.scoring import RerankerCrossEncoderClient
 
 
@@ -13,10 +13,9 @@ def cache(tmp_path, monkeypatch):
 
 def test_int8_quantizes_the_encoder_linears_and_keeps_the_head_in_fp32(tiny_bert_dir, cache):
     client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu", dtype="int8")
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
     linears = [m for name, m in client.model.named_modules() if name.endswith(("query", "key", "value", "dense")) and "encoder" in name]
-    assert linears and all(isinstance(m, DynamicQuantizedLinear) for m in linears)
+    assert linears and all(isinstance(m, Int8Linear) for m in linears)
+    assert not any(isinstance(m, torch.nn.Linear) for name, m in client.model.named_modules() if "encoder" in name)
     assert type(client.model.classifier) is torch.nn.Linear
     assert int8_kernel() in {"amx", "avx512_vnni", "avx_vnni", "avx2", "generic"}
 
@@ -61,3 +60,48 @@ def test_int8_is_refused_on_gpu_and_for_training(tiny_bert_dir, humor_frame, tmp
     client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu", dtype="int8")
     with pytest.raises(ValueError, match="cannot be trained"):
         client.train_with_lora(humor_frame, None, tmp_path)
+
+
+def test_int8_linear_matches_fp32_with_an_outlier_channel_that_breaks_one_scale_per_token():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40)
+    x = torch.randn(2, 7, 96)
+    x[..., 5] *= 80  # one activation channel far larger than the rest, as in trained transformers
+    exact = linear(x)
+    error = {k: (Int8Linear.from_linear(linear, outliers=k)(x) - exact).abs().max().item() for k in (0, 2)}
+    assert error[2] < 0.02 * exact.abs().max().item()
+    assert error[2] < error[0] / 4  # the fp32 side product is what keeps the other channels precise
+
+
+def test_int8_linear_keeps_shape_handles_empty_input_and_zero_rows():
+    layer = Int8Linear.from_linear(torch.nn.Linear(16, 3, bias=False))
+    assert layer(torch.zeros(0, 16)).shape == (0, 3)
+    assert torch.equal(layer(torch.zeros(4, 16)), torch.zeros(4, 3))
+    assert layer(torch.randn(2, 3, 5, 16)).shape == (2, 3, 5, 3)
+
+
+def test_pruning_encoder_int8_prunes_like_fp32_and_reads_its_cache(tiny_bert_dir, tmp_path, cache, monkeypatch):
+    from jace.pruning import PruningEncoder
+    from jace.pruning.training import train_pruning_encoder
+
+    torch.manual_seed(0)
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    torch.nn.init.normal_(encoder.model.pruning_head.classifier.weight, std=2.0)
+    folder = encoder.save_pretrained(tmp_path / "pruner")
+    query, contexts = "日本で梅雨がないのは？", ["梅雨は東アジアの気象です。北海道には梅雨がない。", "猫が好きです。今日は晴れです。"]
+    fp32 = PruningEncoder.from_pretrained(folder, device="cpu").prune(query, contexts)
+    int8 = PruningEncoder.from_pretrained(folder, device="cpu", dtype="int8")
+    assert int8.quantized and len(list(cache.glob("*.pt"))) == 1
+    for a, b in zip(fp32, int8.prune(query, contexts)):
+        assert b.sentence_probabilities == pytest.approx(a.sentence_probabilities, abs=2e-2)
+        assert b.reranking_score == pytest.approx(a.reranking_score, abs=2e-2)
+    from jace.pruning.encoder import MODEL_CLASSES
+
+    def no_fp32_load(*args, **kwargs):
+        raise AssertionError("the fp32 weights were loaded again instead of the int8 cache")
+
+    monkeypatch.setattr(MODEL_CLASSES["reranking_pruning"], "from_pretrained", no_fp32_load)
+    again = PruningEncoder.from_pretrained(folder, device="cpu", dtype="int8")
+    assert [r.sentence_probabilities for r in again.prune(query, contexts)] == [r.sentence_probabilities for r in int8.prune(query, contexts)]
+    with pytest.raises(ValueError, match="cannot be trained"):
+        train_pruning_encoder(int8, [], tmp_path / "run")

@@ -162,3 +162,17 @@ def test_bfloat16_on_a_cpu_without_native_bf16_warns_once_with_the_measured_fact
         device.resolve_dtype("bfloat16", torch.device("cpu"))
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert device.resolve_dtype(None, torch.device("cpu")) == torch.float32
+
+
+def test_auto_dtype_follows_the_cpu_capability_and_the_default_stays_fp32(monkeypatch):
+    from jace import device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.resolve_dtype("auto", cpu) == torch.bfloat16
+    assert device.resolve_dtype(None, cpu) == torch.float32
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert device.resolve_dtype("auto", cpu) == torch.float32
+    assert device.resolve_precision("int8", cpu) == (torch.float32, True)
+    with pytest.raises(ValueError, match="CPU path"):
+        device.resolve_precision("int8", torch.device("cuda"))

@@ -73,21 +73,28 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """Pick the inference precision: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU.
+    """Pick the inference precision.
 
-    ``dtype`` overrides the choice ("float32", "bfloat16", "float16" or a torch dtype).
+    * ``None`` (the default): bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU.
+    * ``"auto"``: as the default on GPU; on CPU, bf16 where the CPU computes it natively
+      (AVX512-BF16 or AMX), else fp32. It is not the CPU default, because bf16 scores correlate
+      less than 0.9995 with fp32 on a trained humor model (``docs/benchmarks.md``).
+    * ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype: exactly that. Explicit bf16 on a
+      CPU without native bf16 warns once (it is several times slower there).
 
     Example:
         >>> resolve_dtype(None, torch.device("cpu"))
         torch.float32
     """
+    if dtype == "auto" and device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if dtype is not None and dtype != "auto":
         if not isinstance(dtype, torch.dtype):
             try:
                 dtype = _DTYPES[str(dtype).lower()]
             except KeyError:
                 raise ValueError(
-                    f"Unknown dtype {dtype!r}; use one of 'auto', 'float32', 'bfloat16', 'float16'."
+                    f"Unknown dtype {dtype!r}; use one of 'auto', 'float32', 'bfloat16', 'float16' (or 'int8' on CPU)."
                 ) from None
         if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
             _warn_slow_bf16()
@@ -97,6 +104,21 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if device.type == "mps":
         return torch.float16
     return torch.float32
+
+
+def resolve_precision(dtype: str | torch.dtype | None, device: torch.device) -> tuple[torch.dtype, bool]:
+    """``(float dtype, int8)`` for a model wrapper: ``dtype="int8"`` means fp32 weights to be
+    quantized by :mod:`jace.quantization` (CPU only); anything else goes to :func:`resolve_dtype`.
+
+    Example:
+        >>> resolve_precision("int8", torch.device("cpu"))
+        (torch.float32, True)
+    """
+    if isinstance(dtype, str) and dtype.lower() == "int8":
+        if device.type != "cpu":
+            raise ValueError(f"dtype='int8' is jace's CPU path, but device is {device}; on GPU leave dtype unset (bf16/fp16).")
+        return torch.float32, True
+    return resolve_dtype(dtype, device), False
 
 
 def mixed_precision_flags(device: torch.device) -> dict[str, bool]:

@@ -15,7 +15,7 @@ from jace.batching import run_batched
 from jace.config import DEFAULT_RERANKER
 from jace.cross_encoder import ADAPTER_CONFIG, check_model_source, encode_pairs, load_sequence_regressor, loading, read_adapter_base
 from jace.data import HUMOR, PairColumns
-from jace.device import resolve_device, resolve_dtype
+from jace.device import resolve_device, resolve_precision
 from jace.scaling import TargetScaler
 from jace.training import LoraTrainingConfig, TrainingResult, train_with_lora
 
@@ -34,9 +34,9 @@ class RerankerCrossEncoderClient:
 
     ``model_name`` is a hub id, a local model folder, a merged export, or a LoRA adapter folder
     written by :meth:`train_with_lora` (its base model is loaded, then the adapter is merged in).
-    ``dtype``: ``"auto"`` (default: fp32 on CPU, bf16/fp16 on GPU), ``"float32"``, ``"bfloat16"``,
-    ``"float16"``, or ``"int8"`` on CPU (dynamically quantized linear layers, cached; see
-    :mod:`jace.quantization`).
+    ``dtype``: unset (fp32 on CPU, bf16/fp16 on GPU), ``"auto"`` (bf16 on CPUs with native bf16,
+    see :func:`jace.device.resolve_dtype`), ``"float32"``, ``"bfloat16"``, ``"float16"``, or
+    ``"int8"`` on CPU (int8 linear layers, cached on disk; see :mod:`jace.quantization`).
 
     Example:
         >>> client = RerankerCrossEncoderClient()  # doctest: +SKIP
@@ -55,10 +55,7 @@ class RerankerCrossEncoderClient:
         trust_remote_code: bool = False,
     ) -> None:
         self.device = resolve_device(device)
-        self.quantized = isinstance(dtype, str) and dtype.lower() == "int8"
-        if self.quantized and self.device.type != "cpu":
-            raise ValueError(f"dtype='int8' is jace's CPU path, but device is {self.device}; on GPU use 'auto' (bf16/fp16).")
-        self.dtype = torch.float32 if self.quantized else resolve_dtype(dtype, self.device)
+        self.dtype, self.quantized = resolve_precision(dtype, self.device)
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
         self.trust_remote_code = trust_remote_code

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from jace.cli import DeviceOption, app
+from jace.cli import DeviceOption, DtypeOption, app
 from jace.cli.config_options import config_options
 from jace.config import DEFAULT_RERANKER, PruningTrainingConfig
 
@@ -17,7 +17,8 @@ from jace.config import DEFAULT_RERANKER, PruningTrainingConfig
     "prune",
     epilog="Input rows: {\"query\": …, \"context\": \"…\"} or {\"query\": …, \"contexts\": [\"…\", …]}.\n\n"
     "Examples:\n\n  jace prune --model runs/pruner/final in.jsonl out.jsonl\n\n"
-    "  jace prune --model runs/pruner/final in.jsonl out.jsonl --threshold 0.5 --batch-size 32",
+    "  jace prune --model runs/pruner/final in.jsonl out.jsonl --threshold 0.5 --batch-size 32\n\n"
+    "  jace prune --model runs/pruner/final in.jsonl out.jsonl --dtype int8   # quantized CPU path",
 )
 def prune_command(
     input_path: Path = typer.Argument(..., help="JSONL with query and context(s) per line."),
@@ -29,6 +30,7 @@ def prune_command(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
     chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="Rows read and processed at a time."),
     device: Optional[str] = DeviceOption,
+    dtype: Optional[str] = DtypeOption,
 ) -> None:
     """Prune contexts by query (and rerank them) for every row of a JSONL file."""
     from tqdm.auto import tqdm
@@ -40,7 +42,7 @@ def prune_command(
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {threshold}.")
     rows = iter_jsonl(input_path)
-    encoder = PruningEncoder.from_pretrained(model, device=device)
+    encoder = PruningEncoder.from_pretrained(model, device=device, dtype=dtype)
     written = 0
     with atomic_file(output_path, encoding="utf-8") as sink, tqdm(
         desc="Pruning rows", unit="row"
@@ -139,6 +141,7 @@ def evaluate_pruner(
     save_threshold: bool = typer.Option(False, "--save-threshold", help="Write that threshold into the model's config.json as its default."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     device: Optional[str] = DeviceOption,
+    dtype: Optional[str] = DtypeOption,
 ) -> None:
     """Has-answer rate, compression, sentence F2 over a threshold sweep, and MRR/nDCG for reranking."""
     from jace.metrics import save_report
@@ -150,7 +153,7 @@ def evaluate_pruner(
         raise ValueError(f"--target-has-answer must be in (0, 1], got {target_has_answer}.")
     if save_threshold and target_has_answer is None:
         raise ValueError("--save-threshold needs --target-has-answer (the rate the saved threshold must reach).")
-    encoder = PruningEncoder.from_pretrained(model, device=device)
+    encoder = PruningEncoder.from_pretrained(model, device=device, dtype=dtype)
     result = evaluate_rows(encoder, read_rows(data), batch_size=batch_size, target_has_answer=target_has_answer)
     typer.echo(format_sweep(result))
     if report:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from jace.cli import DeviceOption, app
+from jace.cli import DeviceOption, DtypeOption, app
 from jace.cli.config_options import config_options
 from jace.config import DEFAULT_RERANKER as DEFAULT_MODEL
 from jace.config import LoraTrainingConfig, RerankerTrainingConfig
@@ -118,7 +118,7 @@ def evaluate_reranker_command(
     report: Optional[Path] = typer.Option(None, "--report", help="Write the metrics as JSON here."),
     batch_size: int = BatchSize,
     device: Optional[str] = DeviceOption,
-    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16, int8 (CPU)."),
+    dtype: Optional[str] = DtypeOption,
 ) -> None:
     """MRR@k and nDCG@k of each query's positive among its positive and all its negatives."""
     from jace.metrics import save_report
@@ -210,7 +210,7 @@ def score(
     num_shards: Optional[int] = typer.Option(None, "--num-shards", help="Number of shards (default: $WORLD_SIZE or 1)."),
     batch_size: int = BatchSize,
     device: Optional[str] = DeviceOption,
-    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16, int8 (CPU: quantized linear layers, cached)."),
+    dtype: Optional[str] = DtypeOption,
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of writing it to OUT.rejects."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     first: str = FirstColumn,

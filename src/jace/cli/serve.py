@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from jace.cli import DeviceOption, app
+from jace.cli import DeviceOption, DtypeOption, app
 
 
 @app.command(
@@ -23,7 +23,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port to bind."),
     device: Optional[str] = DeviceOption,
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16, int8 (CPU)."),
+    dtype: Optional[str] = DtypeOption,
     max_batch_tokens: int = typer.Option(16384, "--max-batch-tokens", min=1, help="Padded tokens per model batch."),
     max_client_batch_size: int = typer.Option(1000, "--max-client-batch-size", min=1, help="Texts per request; more is a 413."),
     max_concurrent_requests: int = typer.Option(512, "--max-concurrent-requests", min=1, help="Requests waiting at once; more is a 429."),

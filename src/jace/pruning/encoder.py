@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from jace.atomic import atomic_directory
 from jace.batching import run_batched
 from jace.cross_encoder import check_model_source, load_sequence_regressor, loading
-from jace.device import resolve_device
+from jace.device import resolve_device, resolve_precision
 from jace.pruning import modeling_pruning_encoder as modeling
 from jace.pruning.card import write_model_card
 from jace.pruning.inputs import PairTemplate, collate, encode_windows
@@ -90,6 +90,10 @@ def _checked_spans(spans: Sequence[Sequence[int]], context: str, what: str) -> l
 class PruningEncoder:
     """A cross-encoder that reranks a passage and keeps only the sentences that matter to the query.
 
+    ``dtype`` works as in :class:`~jace.scoring.RerankerCrossEncoderClient`: unset (fp32 on CPU,
+    bf16/fp16 on GPU), ``"auto"``, a float dtype, or ``"int8"`` on CPU (cached by
+    :meth:`from_pretrained`).
+
     Example:
         >>> encoder = PruningEncoder.from_backbone("hotchpotch/japanese-reranker-cross-encoder-large-v1")  # doctest: +SKIP
         >>> result = encoder.prune("日本で梅雨がないのは？", ["梅雨は雨季です。北海道には梅雨がない。"])[0]  # doctest: +SKIP
@@ -102,12 +106,18 @@ class PruningEncoder:
         tokenizer: Any,
         *,
         device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
         max_length: int = 512,
         max_query_tokens: int = 64,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.dtype, self.quantized = resolve_precision(dtype, self.device)
+        if self.quantized:
+            from jace.quantization import quantize_int8
+
+            model = quantize_int8(model)  # a model already quantized (from the cache) is left as it is
+        self.model = model.to(self.device, self.dtype).eval()
         self.tokenizer = tokenizer
         self.max_length = min(max_length, getattr(model.config.backbone(), "max_position_embeddings", max_length))
         self.max_query_tokens = max_query_tokens
@@ -144,8 +154,14 @@ class PruningEncoder:
         return cls(model, tokenizer, device=device, metadata={"backbone": backbone}, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | None = None, **kwargs: Any) -> "PruningEncoder":
-        """Load a folder written by :meth:`save_pretrained` (or a hub repo holding one)."""
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | None = None, dtype: str | torch.dtype | None = None, **kwargs: Any
+    ) -> "PruningEncoder":
+        """Load a folder written by :meth:`save_pretrained` (or a hub repo holding one).
+
+        With ``dtype="int8"`` the quantized weights of a local folder are cached (see
+        :mod:`jace.quantization`), so the next load skips quantization.
+        """
         folder = Path(path)
         check_model_source(path)
         if folder.is_dir():
@@ -156,13 +172,19 @@ class PruningEncoder:
             config = AutoConfig.from_pretrained(str(path))
         if not isinstance(config, PruningEncoderConfig):
             raise ValueError(f"{path} holds a {type(config).__name__}, not a PruningEncoder (model_type 'pruning_encoder').")
+        model_class = MODEL_CLASSES[config.mode]
         with loading(path, "PruningEncoder"):
-            model = MODEL_CLASSES[config.mode].from_pretrained(str(path), config=config)
             tokenizer = AutoTokenizer.from_pretrained(str(path))
+            if isinstance(dtype, str) and dtype.lower() == "int8" and folder.is_dir():
+                from jace.quantization import fingerprint, load_int8
+
+                model = load_int8(fingerprint(folder), lambda: model_class.from_pretrained(str(path), config=config), lambda: model_class(config))
+            else:
+                model = model_class.from_pretrained(str(path), config=config)
         metadata = {}
         if folder.is_dir() and (folder / "pruning_encoder_config.json").is_file():
             metadata = json.loads((folder / "pruning_encoder_config.json").read_text()).get("metadata", {})
-        return cls(model, tokenizer, device=device, metadata=metadata, **kwargs)
+        return cls(model, tokenizer, device=device, dtype=dtype, metadata=metadata, **kwargs)
 
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the folder atomically: config (with auto_map), modeling file, weights, tokenizer, model card.
@@ -207,7 +229,7 @@ class PruningEncoder:
     def _forward(self, windows: list, indices: list[int]) -> list[tuple[float, np.ndarray, np.ndarray]]:
         batch = collate([windows[i][1] for i in indices], self.tokenizer.pad_token_id or 0)
         sentence_ids = batch.pop("sentence_ids")
-        output = self.model(**batch)
+        output = self.model(**{key: tensor.to(self.device) for key, tensor in batch.items()})
         keep = torch.softmax(output.pruning_logits.float(), dim=-1)[..., 1].cpu()
         ranking = output.ranking_logits.float().squeeze(-1).cpu() if output.ranking_logits is not None else None
         results = []

@@ -150,6 +150,8 @@ def train_pruning_encoder(
     training_data: str | None = None,
 ) -> Path:
     """Fine-tune ``encoder`` (backbone and pruning head) and save it to ``output_dir/final``."""
+    if encoder.quantized:
+        raise ValueError("an int8 PruningEncoder cannot be trained; load it without dtype='int8' to train it.")
     config = config or PruningTrainingConfig()
     output_dir = Path(output_dir)
     model = encoder.model.float().train()

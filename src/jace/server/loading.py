@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from jace.server.app import ServerSettings, create_app
 from jace.server.engine import Engine
@@ -22,6 +22,11 @@ def is_pruning_folder(path: str | Path) -> bool:
         return False
 
 
+def precision_name(model: Any) -> str:
+    """'int8', 'float32', 'bfloat16' or 'float16': what a loaded reranker or pruner computes in."""
+    return "int8" if model.quantized else str(model.dtype).replace("torch.", "")
+
+
 def build_engine(model: str, pruner: Optional[str] = None, *, device: Optional[str] = None, dtype: Optional[str] = None,
                  max_batch_tokens: Optional[int] = 16384, batch_size: int = 32) -> tuple[Engine, ServerSettings]:  # fmt: skip
     """Load the models: MODEL as a reranker (or as a PruningEncoder serving both), plus an optional pruner."""
@@ -31,13 +36,13 @@ def build_engine(model: str, pruner: Optional[str] = None, *, device: Optional[s
     if is_pruning_folder(model):
         if pruner is not None:
             raise ValueError(f"{model} is a PruningEncoder, which already prunes; drop --pruner or serve a reranker as MODEL.")
-        loaded_pruner, reranker = PruningEncoder.from_pretrained(model, device=device), None
-        settings = ServerSettings(model_id=str(model), pruner_id=str(model), device=str(loaded_pruner.device))
+        loaded_pruner, reranker = PruningEncoder.from_pretrained(model, device=device, dtype=dtype), None
+        settings = ServerSettings(model_id=str(model), pruner_id=str(model), device=str(loaded_pruner.device),
+                                  dtype=precision_name(loaded_pruner))  # fmt: skip
     else:
         reranker = RerankerCrossEncoderClient(model, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens)
-        loaded_pruner = PruningEncoder.from_pretrained(pruner, device=device) if pruner else None
-        settings = ServerSettings(model_id=str(model), pruner_id=pruner, device=str(reranker.device),
-                                  dtype="int8" if reranker.quantized else str(reranker.dtype).replace("torch.", ""))  # fmt: skip
+        loaded_pruner = PruningEncoder.from_pretrained(pruner, device=device, dtype=dtype) if pruner else None
+        settings = ServerSettings(model_id=str(model), pruner_id=pruner, device=str(reranker.device), dtype=precision_name(reranker))
     settings = replace(settings, max_batch_tokens=max_batch_tokens)
     return Engine(reranker, loaded_pruner, batch_size=batch_size), settings
 
