@@ -11,7 +11,7 @@ TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
             OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
             TRANSFORMERS_VERBOSITY=error
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench-deps clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q tests
+
+# The benchmark peers (ONNX Runtime, OpenVINO, NNCF): not needed by jace, its tests or the demo.
+bench-deps: $(STAMP)
+	$(PIP) install onnxruntime==1.32.0 onnx==1.23.2 openvino==2026.4.1 nncf==3.4.0
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

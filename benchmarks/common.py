@@ -54,9 +54,12 @@ def machine() -> str:
     )
 
 
-def interleaved(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per method; the methods run round-robin so machine noise hits all alike."""
-    for fn in methods.values():  # warm-up
+def interleaved(methods: dict[str, Callable[[], object]], repeats: int, warm: bool = True) -> dict[str, float]:
+    """Median seconds per method; the methods run round-robin so machine noise hits all alike.
+
+    ``warm=False`` skips the warm-up run (when the caller has just run each method once itself).
+    """
+    for fn in methods.values() if warm else ():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):

@@ -10,6 +10,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests compare scores across loaders to 1e-5, so the CPU default is pinned to fp32 here; the
+# capability-dependent default (bf16 on CPUs with native bf16) has its own tests.
+os.environ.setdefault("JACE_CPU_DTYPE", "float32")
 torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

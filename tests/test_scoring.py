@@ -164,15 +164,35 @@ def test_bfloat16_on_a_cpu_without_native_bf16_warns_once_with_the_measured_fact
     assert device.resolve_dtype(None, torch.device("cpu")) == torch.float32
 
 
-def test_auto_dtype_follows_the_cpu_capability_and_the_default_stays_fp32(monkeypatch):
+def test_default_cpu_dtype_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, tiny_bert_dir):
     from jace import device
 
     cpu = torch.device("cpu")
+    monkeypatch.delenv("JACE_CPU_DTYPE")
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
-    assert device.resolve_dtype("auto", cpu) == torch.bfloat16
-    assert device.resolve_dtype(None, cpu) == torch.float32
+    assert device.resolve_dtype(None, cpu) == device.resolve_dtype("auto", cpu) == torch.bfloat16
+    assert device.resolve_dtype(None, cpu, cpu_bf16=False) == torch.float32
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    assert next(client.model.parameters()).dtype == torch.bfloat16
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert device.resolve_dtype(None, cpu) == device.resolve_dtype("auto", cpu) == torch.float32
+    monkeypatch.setenv("JACE_CPU_DTYPE", "bfloat16")
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.resolve_dtype(None, cpu) == torch.bfloat16
+    monkeypatch.setenv("JACE_CPU_DTYPE", "float32")
     assert device.resolve_dtype("auto", cpu) == torch.float32
     assert device.resolve_precision("int8", cpu) == (torch.float32, True)
     with pytest.raises(ValueError, match="CPU path"):
         device.resolve_precision("int8", torch.device("cuda"))
+
+
+def test_training_from_a_bf16_client_starts_from_the_fp32_weights(tiny_bert_dir, humor_frame, tmp_path):
+    from jace.training import LoraTrainingConfig
+
+    pairs = list(zip(humor_frame.odai, humor_frame.response))
+    fp32_scores = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu").run(pairs, raw_scores=True)
+    bf16 = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu", dtype="bfloat16")
+    result = bf16.train_with_lora(humor_frame, None, tmp_path / "run", config=LoraTrainingConfig(max_steps=1, learning_rate=1e-12))
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16  # the client keeps its inference precision
+    reloaded = RerankerCrossEncoderClient(str(result.final_dir), device="cpu", dtype="float32")
+    assert reloaded.run(pairs, raw_scores=True) == pytest.approx(fp32_scores, abs=1e-6)  # bf16-rounded weights: ~1.6e-5 off

@@ -200,7 +200,7 @@ class QwenCaptionClient:
         self.model_name = str(model_name)
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device, cpu_bf16=False)  # bf16 captions were not measured on CPU
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.min_pixels, self.max_pixels = min_pixels, max_pixels

@@ -75,7 +75,7 @@ def run_demo(
     valid = load_humor(folder / "humor_validation.csv")
     print(f"[2/6] fine-tuning on {len(train)} humor rows ({train.odai_id.nunique()} prompts) for at most "
           f"{budget_minutes:g} min on CPU (jace train defaults) …")  # fmt: skip
-    client = RerankerCrossEncoderClient(base, device="cpu", max_length=128)
+    client = RerankerCrossEncoderClient(base, device="cpu", max_length=128, dtype="float32")  # trained, then compared in fp32
     config = LoraTrainingConfig(num_train_epochs=1, max_length=128, budget_minutes=budget_minutes, logging_steps=20)
     result = client.train_with_lora(train.iloc[: int(len(train) * 0.9)], train.iloc[int(len(train) * 0.9) :], output_dir / "humor", config=config)
 

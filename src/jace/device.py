@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def _warn_slow_bf16() -> None:
     warnings.warn(
         f"dtype bfloat16 on a CPU without native bf16 (no AVX512-BF16 or AMX; torch capability "
         f"{torch.backends.cpu.get_cpu_capability()}) runs about {BF16_SLOWDOWN_WITHOUT_NATIVE:g}x slower than "
-        "float32 (measured); use dtype='float32' (the CPU default) here.",
+        "float32 (measured); leave dtype unset (fp32 on this CPU) or use dtype='float32'.",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -72,22 +73,26 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, *, cpu_bf16: bool = True) -> torch.dtype:
     """Pick the inference precision.
 
-    * ``None`` (the default): bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU.
-    * ``"auto"``: as the default on GPU; on CPU, bf16 where the CPU computes it natively
-      (AVX512-BF16 or AMX), else fp32. It is not the CPU default, because bf16 scores correlate
-      less than 0.9995 with fp32 on a trained humor model (``docs/benchmarks.md``).
+    * ``None`` or ``"auto"`` (the default): bf16 on GPUs that support it, else fp16 on GPU; on CPU,
+      bf16 where the CPU computes it natively (AVX512-BF16 or AMX), else fp32. bf16 scores of
+      trained cross-encoders correlate ≥ 0.9996 with fp32 (``docs/benchmarks.md``), the bar for a
+      default. ``$JACE_CPU_DTYPE`` (e.g. ``float32``) replaces the CPU choice; ``cpu_bf16=False``
+      (models whose bf16 fidelity was not measured, such as the captioner) keeps fp32 on CPU.
     * ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype: exactly that. Explicit bf16 on a
       CPU without native bf16 warns once (it is several times slower there).
 
     Example:
-        >>> resolve_dtype(None, torch.device("cpu"))
+        >>> resolve_dtype("float32", torch.device("cpu"))
         torch.float32
     """
-    if dtype == "auto" and device.type == "cpu":
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if dtype in (None, "auto") and device.type == "cpu":
+        override = os.environ.get("JACE_CPU_DTYPE")
+        if override:
+            return resolve_dtype(override, device)
+        return torch.bfloat16 if cpu_bf16 and cpu_has_native_bf16() else torch.float32
     if dtype is not None and dtype != "auto":
         if not isinstance(dtype, torch.dtype):
             try:

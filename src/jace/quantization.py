@@ -85,18 +85,22 @@ class Int8Linear(torch.nn.Module):
         x = x.reshape(-1, self.in_features).float()
         if x.shape[0] == 0:
             return x.new_zeros(*leading, self.out_features)
-        side = None
+        channels = None
         if self.outliers:
-            channels = x.abs().amax(dim=0).topk(self.outliers).indices
-            side = x[:, channels] @ self.weight_t[channels].float()
-            x = x.index_fill(1, channels, 0.0)
-        scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
-        y = torch._int_mm(torch.round(x / scale).to(torch.int8), self.weight_t).float() * scale
-        if side is not None:
-            y = y + side
-        y = y * self.weight_scale
+            channels = torch.maximum(x.amax(dim=0), x.amin(dim=0).neg_()).topk(self.outliers).indices
+            kept = x[:, channels]
+            x.index_fill_(1, channels, 0.0)  # x may be the caller's tensor: restored below
+        scale = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_()).clamp_(min=1e-12).div_(127)
+        quantized = x.div(scale).round_().to(torch.int8)
+        if channels is not None:
+            x.index_copy_(1, channels, kept)
+        y = torch._int_mm(quantized, self.weight_t).float().mul_(scale)
+        if channels is not None:
+            y.addmm_(kept, self.weight_t[channels].float())  # the outlier channels' product, in fp32
         if self.bias is not None:
-            y = y + self.bias
+            torch.addcmul(self.bias, y, self.weight_scale, out=y)
+        else:
+            y.mul_(self.weight_scale)
         return y.reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:

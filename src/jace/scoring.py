@@ -34,9 +34,10 @@ class RerankerCrossEncoderClient:
 
     ``model_name`` is a hub id, a local model folder, a merged export, or a LoRA adapter folder
     written by :meth:`train_with_lora` (its base model is loaded, then the adapter is merged in).
-    ``dtype``: unset (fp32 on CPU, bf16/fp16 on GPU), ``"auto"`` (bf16 on CPUs with native bf16,
-    see :func:`jace.device.resolve_dtype`), ``"float32"``, ``"bfloat16"``, ``"float16"``, or
-    ``"int8"`` on CPU (int8 linear layers, cached on disk; see :mod:`jace.quantization`).
+    ``dtype``: unset or ``"auto"`` (bf16 on GPU and on CPUs with native bf16, else fp32; see
+    :func:`jace.device.resolve_dtype`), ``"float32"``, ``"bfloat16"``, ``"float16"``, or ``"int8"``
+    on CPU (int8 linear layers, cached on disk; see :mod:`jace.quantization`). Training always
+    starts from the fp32 weights.
 
     Example:
         >>> client = RerankerCrossEncoderClient()  # doctest: +SKIP
@@ -235,8 +236,11 @@ class RerankerCrossEncoderClient:
                 "base model. Create a new RerankerCrossEncoderClient(base), or export the merged model "
                 "(jace export) and train on that folder."
             )
+        # Train from the exact weights, not their bf16/fp16 rounding.
+        model = self.model if self.dtype == torch.float32 else load_sequence_regressor(
+            self.base_model_name, trust_remote_code=self.trust_remote_code).to(self.device)  # fmt: skip
         result = train_with_lora(
-            self.model, self.tokenizer, train_dataset, eval_dataset, output_dir, config=config, columns=columns,
+            model, self.tokenizer, train_dataset, eval_dataset, output_dir, config=config, columns=columns,
             callbacks=callbacks, base_model_name=self.base_model_name,
         )  # fmt: skip
         self.model = result.model.to(self.device, self.dtype).eval()

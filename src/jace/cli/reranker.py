@@ -64,7 +64,7 @@ def train(
         typer.echo(f"held out {len(eval_frame)} rows (whole prompts) of --train for validation", err=True)
     else:
         eval_frame = load_pairs(eval_data, columns, split="validation")
-    client = RerankerCrossEncoderClient(model, device=device, max_length=config.max_length)
+    client = RerankerCrossEncoderClient(model, device=device, max_length=config.max_length, dtype="float32")  # trained in fp32
     result = client.train_with_lora(train_frame, eval_frame, output_dir, config=config, columns=columns)
     typer.echo(f"adapter saved to {result.final_dir}")
     typer.echo(json.dumps(result.metrics, indent=2, ensure_ascii=False))
@@ -149,6 +149,7 @@ def evaluate(
     ),
     batch_size: int = BatchSize,
     device: Optional[str] = DeviceOption,
+    dtype: Optional[str] = DtypeOption,
     first: str = FirstColumn,
     second: str = SecondColumn,
     label: str = LabelColumn,
@@ -161,7 +162,7 @@ def evaluate(
 
     columns = _columns(first, second, label, group)
     frame = load_pairs(data, columns, split=split)
-    client = RerankerCrossEncoderClient(model, device=device)
+    client = RerankerCrossEncoderClient(model, device=device, dtype=dtype)
     scaled = client.scaler is not None
     scores = client.run(list(zip(frame[first], frame[second])), batch_size=batch_size, original_scale=scaled)
     groups = prompt_groups(frame, columns).tolist()

@@ -137,7 +137,7 @@ class PruningEncoder:
     def from_backbone(
         cls, backbone: str | Path, mode: str = "reranking_pruning", *, device: str | None = None, **kwargs: Any
     ) -> "PruningEncoder":
-        """A new PruningEncoder on a pretrained backbone (reranker or encoder) with a fresh pruning head."""
+        """A new PruningEncoder on a pretrained backbone (reranker or encoder) with a fresh pruning head (fp32 unless ``dtype`` is given: it is for training)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         backbone = str(backbone)
@@ -151,6 +151,7 @@ class PruningEncoder:
         model = MODEL_CLASSES[mode](config)
         model.backbone_model.load_state_dict(pretrained.state_dict())
         tokenizer = AutoTokenizer.from_pretrained(backbone)
+        kwargs.setdefault("dtype", "float32")
         return cls(model, tokenizer, device=device, metadata={"backbone": backbone}, **kwargs)
 
     @classmethod
