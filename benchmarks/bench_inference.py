@@ -177,7 +177,7 @@ def bench(name: str, folder: str, pairs, calibration, thread_counts: list[int], 
     from jace.scoring import RerankerCrossEncoderClient
 
     work = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
-    ours = RerankerCrossEncoderClient(folder, device="cpu")
+    ours = RerankerCrossEncoderClient(folder, device="cpu", dtype="float32")
     tokenizer = ours.tokenizer
     reference = np.asarray(ours.run(pairs, show_progress_bar=False))
     clients = {"jace fp32": ours, "jace int8": RerankerCrossEncoderClient(folder, device="cpu", dtype="int8")}

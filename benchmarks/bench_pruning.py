@@ -39,7 +39,7 @@ def main() -> None:
     split_rate = 3 * chars / (time.perf_counter() - start)
     print(f"sentence splitting: {split_rate / 1e6:.2f} M chars/s over {len(contexts)} JSQuAD paragraphs ({chars} chars)")
 
-    reranker = RerankerCrossEncoderClient(minilm_path(), device="cpu")
+    reranker = RerankerCrossEncoderClient(minilm_path(), device="cpu", dtype="float32")  # the pruner from_backbone is fp32 too
     both = PruningEncoder.from_backbone(minilm_path(), mode="reranking_pruning", device="cpu")
     both.model.backbone_model.load_state_dict(reranker.model.state_dict())  # same weights, same scores
     token_classifier = PruningEncoder.from_backbone(minilm_path(), mode="pruning_only", device="cpu")

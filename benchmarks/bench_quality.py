@@ -27,7 +27,7 @@ def run_jace(model, train, valid, columns, budget_s, lr, epochs, max_length):
     from jace.scoring import RerankerCrossEncoderClient
     from jace.training import LoraTrainingConfig
 
-    client = RerankerCrossEncoderClient(model, device="cpu", max_length=max_length)
+    client = RerankerCrossEncoderClient(model, device="cpu", max_length=max_length, dtype="float32")  # trained
     config = LoraTrainingConfig(num_train_epochs=epochs, learning_rate=lr, max_length=max_length, logging_steps=100)
     start = time.perf_counter()
     result = client.train_with_lora(train, None, tempfile.mkdtemp(), config=config, columns=columns, callbacks=[TimeBudget(budget_s / 60)])

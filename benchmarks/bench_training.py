@@ -33,7 +33,7 @@ def main() -> None:
     samples = args.steps * args.batch_size
     results = {}
     for round_ in range(2):  # two interleaved rounds; the better of each is kept
-        client = RerankerCrossEncoderClient(base, device="cpu")
+        client = RerankerCrossEncoderClient(base, device="cpu", dtype="float32")
         start = time.perf_counter()
         client.train_with_lora(
             frame, None, tempfile.mkdtemp(),

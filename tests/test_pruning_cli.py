@@ -101,3 +101,22 @@ def test_evaluate_pruner_finds_and_saves_the_threshold_for_a_target_has_answer_r
     assert all("北海道" in reloaded.prune(r["query"], text).pruned_context for r in rows)
     assert reloaded.prune(rows[0]["query"], text).sentence_probabilities == pytest.approx(
         reloaded.prune(rows[0]["query"], text, threshold=chosen["threshold"]).sentence_probabilities)
+
+
+def test_build_pruning_data_with_a_teacher_scores_every_training_text_and_trains_with_mse(tiny_bert_dir, tmp_path):
+    from jace.scoring import RerankerCrossEncoderClient
+
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD, ensure_ascii=False))
+    train, held = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
+    result = runner.invoke(app, ["build-pruning-data", str(squad), str(train), "--holdout", str(held), "--holdout-fraction", "0.4",
+                                 "--teacher", str(tiny_bert_dir), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    teacher = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    for row in rows:
+        assert row["teacher_scores"] == pytest.approx(teacher.run([(row["query"], text) for text in row["texts"]]), abs=1e-6)
+    assert all("teacher_scores" not in json.loads(line) for line in held.read_text().splitlines())
+    result = runner.invoke(app, ["train-pruner", "--train", str(train), "--backbone", str(tiny_bert_dir), "--output-dir", str(tmp_path / "run"),
+                                 "--max-steps", "2", "--batch-size", "4", "--device", "cpu", "--ranking-loss", "mse"])  # fmt: skip
+    assert result.exit_code == 0, result.output

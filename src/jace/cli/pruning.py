@@ -73,7 +73,9 @@ def prune_command(
 @app.command(
     "build-pruning-data",
     epilog="Examples:\n\n  jace build-pruning-data jsquad_valid.json data/pruning_train.jsonl\n\n"
-    "  jace build-pruning-data jsquad_valid.json data/train.jsonl --holdout data/heldout.jsonl --holdout-fraction 0.2",
+    "  jace build-pruning-data jsquad_valid.json data/train.jsonl --holdout data/heldout.jsonl --holdout-fraction 0.2\n\n"
+    "  jace build-pruning-data jsquad_valid.json data/train.jsonl --holdout data/heldout.jsonl --teacher runs/ja-reranker/final"
+    "   # + teacher_scores for --ranking-loss mse",
 )
 def build_pruning_data(
     squad_path: Path = typer.Argument(..., help="SQuAD-format JSON (e.g. JSQuAD)."),
@@ -82,18 +84,33 @@ def build_pruning_data(
     holdout_fraction: float = typer.Option(0.2, "--holdout-fraction", help="Fraction of articles held out."),
     negatives: int = typer.Option(4, "--negatives", min=0, help="Other paragraphs of the same article per query."),
     seed: int = typer.Option(42, "--seed", help="Seed for negative sampling and the split."),
+    teacher: Optional[str] = typer.Option(
+        None, "--teacher", help="Reranker that scores the training rows' texts into teacher_scores (for train-pruner --ranking-loss mse)."
+    ),
+    teacher_max_length: int = typer.Option(512, "--teacher-max-length", min=8, help="Token limit of the teacher's pairs."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Teacher batch size."),
+    device: Optional[str] = DeviceOption,
+    dtype: Optional[str] = DtypeOption,
 ) -> None:
     """Turn SQuAD-format QA data into pruning rows: answer sentences relevant, other paragraphs negatives."""
-    from jace.pruning.data import build_from_squad, split_by_article, write_rows
+    from jace.pruning.data import add_teacher_scores, build_from_squad, split_by_article, write_rows
 
     if not squad_path.is_file():
         raise FileNotFoundError(f"{squad_path}: no such file.")
     pairs = list(build_from_squad(squad_path, negatives=negatives, seed=seed))
+    client = None
+    if teacher is not None:
+        from jace.scoring import RerankerCrossEncoderClient
+
+        client = RerankerCrossEncoderClient(teacher, device=device, dtype=dtype, max_length=teacher_max_length)
     if holdout is None:
-        write_rows((row for _, row in pairs), output)
+        rows = [row for _, row in pairs]
+        write_rows(add_teacher_scores(rows, client, batch_size=batch_size) if client else rows, output)
         typer.echo(f"wrote {len(pairs)} rows to {output}")
         return
     train, held = split_by_article(pairs, holdout_fraction, seed)
+    if client is not None:  # only the training split: the held-out rows are for evaluation
+        train = add_teacher_scores(list(train), client, batch_size=batch_size)
     write_rows(train, output)
     write_rows(held, holdout)
     typer.echo(f"wrote {len(train)} training rows to {output} and {len(held)} held-out rows to {holdout}")
