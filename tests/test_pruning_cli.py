@@ -120,3 +120,32 @@ def test_build_pruning_data_with_a_teacher_scores_every_training_text_and_trains
     result = runner.invoke(app, ["train-pruner", "--train", str(train), "--backbone", str(tiny_bert_dir), "--output-dir", str(tmp_path / "run"),
                                  "--max-steps", "2", "--batch-size", "4", "--device", "cpu", "--ranking-loss", "mse"])  # fmt: skip
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("dtype", ["int8", "bfloat16"])
+def test_saving_a_threshold_found_in_reduced_precision_keeps_the_fp32_weights(tiny_bert_dir, tmp_path, monkeypatch, dtype):
+    from safetensors.torch import load_file
+
+    from jace.pruning import PruningEncoder
+
+    monkeypatch.setenv("JACE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu").save_pretrained(tmp_path / "pruner")
+    def weights():
+        return {(str(f.relative_to(folder)), k): v for f in sorted(folder.rglob("*.safetensors")) for k, v in load_file(f).items()}
+
+    before = weights()
+    assert before
+    text = "梅雨は雨季です。北海道には梅雨がない。"
+    rows = [{"query": "梅雨？", "texts": [text], "labels": [1], "context_spans": [[[0, 8], [8, 19]]],
+             "context_spans_relevance": [[0, 1]], "answers": ["北海道"]}]  # fmt: skip
+    data = tmp_path / "held.jsonl"
+    data.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n")
+    result = runner.invoke(app, ["evaluate-pruner", "--model", str(folder), "--data", str(data), "--target-has-answer", "1.0",
+                                 "--save-threshold", "--device", "cpu", "--dtype", dtype])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    after = weights()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(v.dtype != torch.bfloat16 for v in after.values())
+    assert "default_threshold" in (folder / "config.json").read_text()
+    with pytest.raises(ValueError, match="cannot be saved"):
+        PruningEncoder.from_pretrained(folder, dtype="int8").save_pretrained(tmp_path / "copy")

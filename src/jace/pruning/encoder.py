@@ -193,6 +193,8 @@ class PruningEncoder:
         An existing folder keeps its other files; one holding a different model is refused unless
         ``overwrite=True``.
         """
+        if self.quantized:
+            raise ValueError("an int8 PruningEncoder cannot be saved (its int8 weights are a cache); load the folder without dtype='int8' to save it.")
         config = self.model.config
         config.auto_map = {
             "AutoConfig": f"{Path(MODELING_FILE).stem}.PruningEncoderConfig",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.metrics import fbeta_score
 
 from sklearn.metrics import ndcg_score
@@ -104,6 +105,8 @@ def save_default_threshold(encoder: PruningEncoder, folder: str | Path, report: 
         raise ValueError(f"no threshold reaches has-answer {report.get('target_has_answer')} on {data}; nothing saved.")
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"{folder}: --save-threshold needs a local PruningEncoder folder.")
+    if encoder.quantized or encoder.dtype != torch.float32:  # evaluated in bf16/int8: re-save the exact fp32 weights
+        encoder = type(encoder).from_pretrained(folder, device="cpu", dtype="float32")
     encoder.model.config.default_threshold = float(chosen["threshold"])
     encoder.metadata["evaluation"] = {
         "data": str(data), "queries": report["n_queries"], "target_has_answer": report["target_has_answer"],
