@@ -1,8 +1,10 @@
 """PruningEncoder speed: one pass of pruning + reranking vs reranking alone (same backbone), vs two
 separate models (a reranker plus a token classifier), and sentence-splitting throughput.
 
-Inputs: (question, paragraph) pairs from JSQuAD. Backbone: all-MiniLM-L6-v2 (real weights).
+Inputs: (question, paragraph) pairs from JSQuAD. Backbone: all-MiniLM-L6-v2 (real weights), or
+``--model`` (e.g. the e5 reranker trained by ``jace train-reranker``). Both paths run in fp32.
 Run:  .venv/bin/python benchmarks/bench_pruning.py --threads 1 --pairs 256
+      .venv/bin/python benchmarks/bench_pruning.py --threads 2 --pairs 128 --model runs/ja-reranker/final
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default=None, help="Backbone reranker folder (default: all-MiniLM-L6-v2).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from jace.pruning import PruningEncoder, split_sentences
@@ -39,10 +42,12 @@ def main() -> None:
     split_rate = 3 * chars / (time.perf_counter() - start)
     print(f"sentence splitting: {split_rate / 1e6:.2f} M chars/s over {len(contexts)} JSQuAD paragraphs ({chars} chars)")
 
-    reranker = RerankerCrossEncoderClient(minilm_path(), device="cpu", dtype="float32")  # the pruner from_backbone is fp32 too
-    both = PruningEncoder.from_backbone(minilm_path(), mode="reranking_pruning", device="cpu")
+    backbone = args.model or minilm_path()
+    print(f"backbone: {backbone}")
+    reranker = RerankerCrossEncoderClient(backbone, device="cpu", dtype="float32")  # the pruner from_backbone is fp32 too
+    both = PruningEncoder.from_backbone(backbone, mode="reranking_pruning", device="cpu")
     both.model.backbone_model.load_state_dict(reranker.model.state_dict())  # same weights, same scores
-    token_classifier = PruningEncoder.from_backbone(minilm_path(), mode="pruning_only", device="cpu")
+    token_classifier = PruningEncoder.from_backbone(backbone, mode="pruning_only", device="cpu")
     items = [(q, [c]) for q, c in pairs]
     scores_alone = reranker.run(pairs, batch_size=16, show_progress_bar=False)
     scores_both = [r[0].reranking_score for r in both.prune_batch(items, batch_size=16, show_progress_bar=False)]

@@ -143,6 +143,8 @@ def test_saving_a_threshold_found_in_reduced_precision_keeps_the_fp32_weights(ti
     result = runner.invoke(app, ["evaluate-pruner", "--model", str(folder), "--data", str(data), "--target-has-answer", "1.0",
                                  "--save-threshold", "--device", "cpu", "--dtype", dtype])  # fmt: skip
     assert result.exit_code == 0, result.output
+    saved = json.loads((folder / "config.json").read_text())["default_threshold"]
+    assert f"saved default threshold {saved:g} " in result.output
     after = weights()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert all(v.dtype != torch.bfloat16 for v in after.values())

@@ -179,4 +179,4 @@ def evaluate_pruner(
         plot_sweep(result, plot)
     if save_threshold:
         folder = save_default_threshold(encoder, model, result, str(data))
-        typer.echo(f"saved default threshold {encoder.default_threshold:.2f} and the held-out metrics to {folder}")
+        typer.echo(f"saved default threshold {result['threshold_for_target']['threshold']:g} and the held-out metrics to {folder}")
