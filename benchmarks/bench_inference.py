@@ -41,17 +41,6 @@ from scipy.stats import spearmanr
 from common import data_file, interleaved, machine, matmul_peak, minilm_path
 
 
-def int8_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Measured int8 GEMM ops/s (torch._int_mm, the kernel jace's int8 path uses)."""
-    a = torch.randint(-127, 127, (n, n), dtype=torch.int8)
-    b = torch.randint(-127, 127, (n, n), dtype=torch.int8)
-    torch._int_mm(a, b)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        torch._int_mm(a, b)
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
 def large_random_model(base: str) -> str:
     """A random model shaped like the default reranker (24 layers, hidden 1024), MiniLM's tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -270,7 +259,7 @@ def main() -> None:
     peaks = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        peaks |= {("fp32", threads): matmul_peak(torch.float32), ("bf16", threads): matmul_peak(torch.bfloat16), ("int8", threads): int8_peak()}
+        peaks |= {("fp32", threads): matmul_peak(torch.float32), ("bf16", threads): matmul_peak(torch.bfloat16), ("int8", threads): matmul_peak(torch.int8)}
         print(f"{threads} thread(s) matmul peak: fp32 {peaks['fp32', threads] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16', threads] / 1e9:.0f}, "
               f"int8 {peaks['int8', threads] / 1e9:.0f} GOP/s")  # fmt: skip
     base = minilm_path()

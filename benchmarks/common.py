@@ -71,10 +71,15 @@ def interleaved(methods: dict[str, Callable[[], object]], repeats: int, warm: bo
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    """Measured FLOP/s of a square matmul on this machine and thread count."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
+    """Measured FLOP/s (int8: ops/s of ``torch._int_mm``, jace's int8 kernel) of a square matmul on this machine and thread count."""
+    if dtype == torch.int8:
+        a, b = (torch.randint(-127, 127, (n, n), dtype=torch.int8) for _ in range(2))
+        multiply = torch._int_mm
+    else:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        multiply = torch.matmul
+    multiply(a, b)
     start = time.perf_counter()
     for _ in range(repeats):
-        a @ b
+        multiply(a, b)
     return 2 * n**3 * repeats / (time.perf_counter() - start)

@@ -19,8 +19,8 @@ DeviceOption = typer.Option(None, "--device", help="cuda, mps or cpu (default: b
 DtypeOption = typer.Option(
     None,
     "--dtype",
-    help="Inference precision. Default: fp32 on CPU, bf16/fp16 on GPU. 'auto': bf16 on CPUs with native bf16 "
-    "(AVX512-BF16/AMX), else as the default. float32, bfloat16, float16, or int8 (CPU: int8 linear layers, cached).",
+    help="Inference precision. Default ('auto'): bf16/fp16 on GPU; on CPU bf16 where the CPU has native bf16 "
+    "(AVX512-BF16/AMX), else fp32 ($JACE_CPU_DTYPE overrides). float32, bfloat16, float16, or int8 (CPU: int8 linear layers, cached).",
 )
 
 from jace.cli import caption, convert, pruning, reranker, serve  # noqa: E402,F401  (register the commands)

@@ -90,9 +90,9 @@ def _checked_spans(spans: Sequence[Sequence[int]], context: str, what: str) -> l
 class PruningEncoder:
     """A cross-encoder that reranks a passage and keeps only the sentences that matter to the query.
 
-    ``dtype`` works as in :class:`~jace.scoring.RerankerCrossEncoderClient`: unset (fp32 on CPU,
-    bf16/fp16 on GPU), ``"auto"``, a float dtype, or ``"int8"`` on CPU (cached by
-    :meth:`from_pretrained`).
+    ``dtype`` works as in :class:`~jace.scoring.RerankerCrossEncoderClient`: unset or ``"auto"``
+    (bf16 on GPU and on CPUs with native bf16, else fp32), a float dtype, or ``"int8"`` on CPU
+    (cached by :meth:`from_pretrained`).
 
     Example:
         >>> encoder = PruningEncoder.from_backbone("hotchpotch/japanese-reranker-cross-encoder-large-v1")  # doctest: +SKIP
@@ -176,7 +176,7 @@ class PruningEncoder:
         model_class = MODEL_CLASSES[config.mode]
         with loading(path, "PruningEncoder"):
             tokenizer = AutoTokenizer.from_pretrained(str(path))
-            if isinstance(dtype, str) and dtype.lower() == "int8" and folder.is_dir():
+            if resolve_precision(dtype, resolve_device(device))[1] and folder.is_dir():
                 from jace.quantization import fingerprint, load_int8
 
                 model = load_int8(fingerprint(folder), lambda: model_class.from_pretrained(str(path), config=config), lambda: model_class(config))
