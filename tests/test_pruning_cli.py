@@ -38,10 +38,12 @@ def test_build_train_evaluate_prune_end_to_end(tiny_bert_dir, tmp_path):
     model = run / "final"
     assert (model / "modeling_pruning_encoder.py").is_file()
     report, plot = tmp_path / "r.json", tmp_path / "sweep.png"
-    result = runner.invoke(app, ["evaluate-pruner", "--model", str(model), "--data", str(held), "--report", str(report), "--plot", str(plot), "--device", "cpu"])
+    result = runner.invoke(app, ["evaluate-pruner", "--model", str(model), "--data", str(held), "--report", str(report), "--plot", str(plot),
+                                 "--device", "cpu", "--baselines"])  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert {"mrr", "ndcg@3", "sweep"} <= set(data) and plot.stat().st_size > 1000
+    assert {"mrr", "sweep"} <= set(data["baselines"]["random"]) and "random pruner (baseline" in result.output
     assert all(0 <= row["sentence_f2"] <= 1 for row in data["sweep"])
     rows = tmp_path / "in.jsonl"
     rows.write_text(

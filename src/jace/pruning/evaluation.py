@@ -8,12 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import fbeta_score
-
-from sklearn.metrics import ndcg_score
+from sklearn.metrics import fbeta_score, ndcg_score
 
 from jace.metrics import rankable
-from jace.pruning.encoder import PruningEncoder
+from jace.pruning.encoder import PruningEncoder, PruningResult
 from jace.pruning.sentences import compression_rate, join_kept
 
 DEFAULT_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -45,6 +43,43 @@ def evaluate_rows(
         [(row["query"], row["texts"]) for row in rows], threshold=0.0, batch_size=batch_size,
         sentence_spans=[row["context_spans"] for row in rows],
     )  # fmt: skip
+    return _report(rows, results, thresholds, k=k, target_has_answer=target_has_answer)
+
+
+def random_baseline(
+    rows: Sequence[dict[str, Any]],
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    *,
+    seed: int = 0,
+    k: int = 3,
+    target_has_answer: float | None = None,
+) -> dict[str, Any]:
+    """The same report for a pruner that knows nothing: each sentence's keep probability and each
+    text's rerank score are uniform random, so at threshold ``t`` it keeps about ``1 - t`` of the
+    sentences (threshold 0 keeps all). A trained model's figures mean something only above it.
+
+    Example:
+        >>> random_baseline(read_rows("heldout.jsonl"), target_has_answer=0.95)["mrr"]  # doctest: +SKIP
+        0.11
+    """
+    rng = np.random.default_rng(seed)
+    results = []
+    for row in rows:
+        per_text = []
+        for text, spans in zip(row["texts"], row["context_spans"]):
+            spans = [tuple(span) for span in spans]
+            keep_all = [True] * len(spans)  # as evaluate_rows' results: pruned at threshold 0
+            per_text.append(PruningResult(
+                query=row["query"], context=text, pruned_context=join_kept(text, spans, keep_all),
+                kept_sentences=[text[a:b] for a, b in spans], removed_sentences=[],
+                sentence_probabilities=rng.random(len(spans)).tolist(), sentence_spans=spans,
+                reranking_score=float(rng.random()), compression_rate=compression_rate(spans, keep_all),
+            ))  # fmt: skip
+        results.append(per_text)
+    return _report(rows, results, thresholds, k=k, target_has_answer=target_has_answer)
+
+
+def _report(rows, results, thresholds, *, k: int, target_has_answer: float | None) -> dict[str, Any]:
     report: dict[str, Any] = {"n_queries": len(rows), "sweep": [_at_threshold(rows, results, t) for t in thresholds]}
     if target_has_answer is not None:
         grid = sorted({*thresholds, *(i / 100 for i in range(100))})
@@ -53,7 +88,7 @@ def evaluate_rows(
         report["target_has_answer"] = target_has_answer
         # The highest threshold (most pruning) that still keeps the answer often enough; None if none does.
         report["threshold_for_target"] = max(reaching, key=lambda row: row["threshold"]) if reaching else None
-    if encoder.mode == "reranking_pruning":
+    if all(r.reranking_score is not None for per_text in results for r in per_text):
         rr, ndcg = [], []
         for row, per_text in zip(rows, results):
             if not rankable(row["labels"]):

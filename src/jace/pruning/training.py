@@ -101,8 +101,12 @@ class PruningCollator:
         return batch
 
 
+#: Teacher scores are clamped to [eps, 1 - eps] before their logit (|logit| <= 13.8).
+TEACHER_EPS = 1e-6
+
+
 class PruningTrainer(LengthGroupedTrainer):
-    """loss = w_rank × ranking loss (BCE vs labels, or MSE vs teacher scores) + w_prune × token CE.
+    """loss = w_rank × ranking loss (BCE vs labels, or MSE of the logit vs the teacher's logit) + w_prune × token CE.
 
     The token cross-entropy is averaged over each passage's context tokens, then over the passages
     of the batch, so every term is a per-example mean and gradient accumulation is exact.
@@ -130,8 +134,12 @@ class PruningTrainer(LengthGroupedTrainer):
             if cfg.ranking_loss == "mse":
                 if teacher is None:
                     raise ValueError("ranking_loss='mse' needs teacher_scores in every row of the training data.")
-                # On the sigmoid, as inference scores: teacher scores are the teacher's 0-1 scores.
-                per_example = (torch.sigmoid(logits) - teacher) ** 2
+                # In logit space: the teacher's 0-1 scores mapped back to its logits. Inference applies
+                # the same sigmoid to both, so equal logits mean equal scores; unlike MSE on the sigmoid,
+                # the gradient does not vanish where the sigmoid is flat (a reranker's scores often sit
+                # in a narrow band: 0.10-0.89 for jace's e5 reranker on JSQuAD).
+                target = torch.logit(teacher.clamp(TEACHER_EPS, 1.0 - TEACHER_EPS))
+                per_example = (logits - target) ** 2
             else:
                 per_example = torch.nn.functional.binary_cross_entropy_with_logits(logits, ranking_labels, reduction="none")
             weights = torch.ones_like(per_example) if weights is None else weights
