@@ -312,3 +312,27 @@ def test_cpu_training_autocasts_to_bf16_only_where_the_cpu_has_native_bf16(tiny_
     assert set(autocast_seen(False)) == {False}
     monkeypatch.setenv("JACE_CPU_DTYPE", "float32")
     assert set(autocast_seen(True)) == {False}
+
+
+def test_a_time_budget_in_real_training_compresses_the_schedule_to_end_on_the_last_step_that_fits(tiny_bert_dir, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from jace import trainer as trainer_module
+
+    ticks = iter(range(10_000))  # one second per clock reading: training begins, then one reading per step
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu", max_length=48)
+    config = PruningTrainingConfig(max_steps=20, max_length=48, max_query_tokens=8, per_device_train_batch_size=1,
+                                   logging_steps=1, budget_minutes=0.25)  # 15 s: 15 of the 20 steps fit  # fmt: skip
+    seen = []
+
+    class Rates(trainer_module.TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "learning_rate" in logs:
+                seen.append((state.global_step, logs["learning_rate"]))
+
+    train_pruning_encoder(encoder, [_long_row()] * 20, tmp_path, config=config, callbacks=[Rates()])
+    # Stopped at step 15, whose rate is the one a 20-step run has at its last step (the schedule's
+    # next value, after the last step, is 0); without the compression it would still be at 30% of peak.
+    steps, rates = zip(*seen)
+    assert steps[-1] == 15 and rates[-1] < 0.1 * max(rates)

@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import pandas as pd
+from types import SimpleNamespace
+
 import pytest
 import torch
 from sentence_transformers import CrossEncoder
@@ -312,3 +314,33 @@ def test_time_budget_stops_training_after_the_first_step_and_still_saves(tiny_be
     result = client.train_with_lora(humor_frame.iloc[:32], humor_frame.iloc[32:], tmp_path, config=config)
     assert result.summary["metrics"]["train"]["epoch"] < 1
     assert (result.final_dir / "adapter_config.json").is_file() and "eval_spearman" in result.metrics
+
+
+@pytest.mark.parametrize("seconds_per_step,stop_at", [(1.5, 40), (0.5, None)])
+def test_time_budget_compresses_the_lr_schedule_to_end_on_the_steps_that_fit(monkeypatch, seconds_per_step, stop_at):
+    from transformers import TrainerControl, TrainerState, get_linear_schedule_with_warmup
+
+    from jace import trainer as trainer_module
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=10, num_training_steps=100)
+    budget, state, control = trainer_module.TimeBudget(minutes=1.0), TrainerState(max_steps=100), TrainerControl()
+    budget.trainer = SimpleNamespace(lr_scheduler=scheduler)  # what bind_time_budget sets
+    budget.on_train_begin(None, state, control)
+    rates = []
+    for step in range(1, 101):
+        clock[0] += seconds_per_step
+        optimizer.step()
+        scheduler.step()
+        state.global_step = step
+        budget.on_step_end(None, state, control, lr_scheduler=scheduler if step % 2 else None)  # None: as transformers 5 passes it
+        rates.append(scheduler.get_last_lr()[0])
+        if control.should_training_stop:
+            break
+    if stop_at is None:  # 100 steps fit in 60 s: the schedule is left alone
+        assert len(rates) == 100 and rates == pytest.approx([min(s / 10, (100 - s) / 90) for s in range(1, 101)])
+    else:  # 1.5 s a step: 40 of 100 steps fit; the schedule is compressed to end (lr 0) at step 40, then training stops
+        assert len(rates) == stop_at and rates[-1] == pytest.approx(0.0, abs=1e-12) and max(rates) > 0.9
+        assert all(a >= b for a, b in zip(rates[5:], rates[6:]))

@@ -155,7 +155,8 @@ class LoraTrainingConfig:
     max_steps: int = option(-1, "Stop after this many steps (overrides epochs when > 0).", lambda v: v == -1 or v >= 1,
                             "must be -1 (use epochs) or >= 1")  # fmt: skip
     budget_minutes: Optional[float] = option(
-        None, "Stop training after this many minutes of wall-clock time (the epoch in progress is still evaluated and saved).",
+        None, "Stop training after this many minutes of wall-clock time; the learning-rate schedule is compressed to end "
+        "on the steps that fit (measured after a tenth of the budget). The epoch in progress is still evaluated and saved.",
         lambda v: v is None or v > 0, "must be > 0", flags=("--budget-minutes",),
     )
     logging_steps: int = option(50, "Log the training loss every N steps.", at_least_one, "must be >= 1")
@@ -204,7 +205,8 @@ class PruningTrainingConfig:
         False, "Recompute activations in the backward pass: less memory for more compute.", flags=("--gradient-checkpointing",)
     )
     budget_minutes: Optional[float] = option(
-        None, "Stop training after this many minutes of wall-clock time (the epoch in progress is still evaluated and saved).",
+        None, "Stop training after this many minutes of wall-clock time; the learning-rate schedule is compressed to end "
+        "on the steps that fit (measured after a tenth of the budget). The epoch in progress is still evaluated and saved.",
         lambda v: v is None or v > 0, "must be > 0", flags=("--budget-minutes",),
     )
     logging_steps: int = option(50, "Log every N steps.", at_least_one, "must be >= 1")
@@ -264,7 +266,8 @@ class RerankerTrainingConfig:
         flags=("--freeze-embeddings/--train-embeddings",),
     )
     budget_minutes: Optional[float] = option(
-        None, "Stop training after this many minutes of wall-clock time (the model so far is saved).",
+        None, "Stop training after this many minutes of wall-clock time; the learning-rate schedule is compressed to end "
+        "on the steps that fit (measured after a tenth of the budget). The model so far is saved.",
         lambda v: v is None or v > 0, "must be > 0", flags=("--budget-minutes",),
     )
     logging_steps: int = option(50, "Log the training loss every N steps.", at_least_one, "must be >= 1")

@@ -193,7 +193,7 @@ def train_reranker(
     from jace.cross_encoder import load_sequence_regressor
     from jace.device import resolve_device
     from jace.export import SIGMOID
-    from jace.trainer import common_arguments, with_budget
+    from jace.trainer import bind_time_budget, common_arguments, with_budget
     from jace.training import trainable_model
 
     config = config or RerankerTrainingConfig()
@@ -213,10 +213,10 @@ def train_reranker(
     model = trainable_model(model, config, target)
     cross_encoder[0].model = model
     args = CrossEncoderTrainingArguments(**common_arguments(config, output_dir, target), save_strategy="no")
-    trainer = CrossEncoderTrainer(
+    trainer = bind_time_budget(CrossEncoderTrainer(
         model=cross_encoder, args=args, train_dataset=dataset, loss=_loss(cross_encoder, config),
         callbacks=with_budget(callbacks, config.budget_minutes),
-    )  # fmt: skip
+    ))  # fmt: skip
     started = time.perf_counter()
     output = trainer.train()
     elapsed = time.perf_counter() - started

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
+
+logger = logging.getLogger(__name__)
 
 
 class LengthGroupedTrainer(Trainer):
@@ -33,6 +36,10 @@ class LengthGroupedTrainer(Trainer):
     """
 
     loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bind_time_budget(self)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -57,21 +64,65 @@ def _lengths(dataset) -> Sequence[int] | None:
 class TimeBudget(TrainerCallback):
     """Stop training once ``minutes`` of wall-clock time are spent; the epoch in progress is still evaluated and saved.
 
+    Once a tenth of the budget is spent, the steps that fit in it are estimated from the pace so
+    far; if fewer than planned, the learning-rate schedule is compressed in time to end at that
+    step (warm-up and decay keep their shape), and training stops there. A budget-stopped run thus
+    ends with the learning rate decayed, as a run of that length would, not cut off mid-schedule.
+
     Example:
         >>> Trainer(..., callbacks=[TimeBudget(30)])  # doctest: +SKIP
     """
 
+    #: Share of the budget spent before the pace is measured.
+    FIT_AFTER = 0.1
+
     def __init__(self, minutes: float) -> None:
         self.seconds = minutes * 60
         self.start = time.perf_counter()
+        self.fitted_steps: int | None = None
+        self.trainer: Trainer | None = None  # set by bind_time_budget: callbacks are not handed the scheduler
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
         self.start = time.perf_counter()
+        self.fitted_steps = None
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
-        if time.perf_counter() - self.start > self.seconds:
+    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
+        elapsed = time.perf_counter() - self.start
+        if elapsed > self.seconds or (self.fitted_steps is not None and state.global_step >= self.fitted_steps):
             control.should_training_stop = True
+        elif self.fitted_steps is None and elapsed >= self.FIT_AFTER * self.seconds and state.global_step >= 2:
+            fit = max(state.global_step + 1, int(state.global_step * self.seconds / elapsed))
+            self.fitted_steps = min(fit, state.max_steps)
+            scheduler = lr_scheduler or getattr(self.trainer, "lr_scheduler", None)
+            scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate may wrap it
+            if fit < state.max_steps and hasattr(scheduler, "lr_lambdas"):
+                stretch = state.max_steps / fit
+                scheduler.lr_lambdas = [_Compressed(f, stretch, state.max_steps) for f in scheduler.lr_lambdas]
+                logger.info("time budget: %d of %d steps fit; learning-rate schedule compressed to end there", fit, state.max_steps)
         return control
+
+
+class _Compressed:
+    """``schedule`` run ``stretch`` times faster (a LambdaLR multiplier of the step), held at its end value."""
+
+    def __init__(self, schedule, stretch: float, total: int) -> None:
+        self.schedule, self.stretch, self.total = schedule, stretch, total
+
+    def __call__(self, step: int) -> float:
+        return self.schedule(min(round(step * self.stretch), self.total))
+
+
+def bind_time_budget(trainer: Trainer) -> Trainer:
+    """Let ``trainer``'s :class:`TimeBudget` reach its learning-rate scheduler (transformers 5 hands
+    callbacks ``lr_scheduler=None``). Every jace trainer calls it once built.
+
+    Example:
+        >>> trainer = bind_time_budget(CrossEncoderTrainer(..., callbacks=with_budget(None, 30)))  # doctest: +SKIP
+    """
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TimeBudget):
+            callback.trainer = trainer
+    return trainer
 
 
 def with_budget(callbacks: Sequence[TrainerCallback] | None, minutes: float | None) -> list[TrainerCallback]:
