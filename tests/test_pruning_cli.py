@@ -103,6 +103,13 @@ def test_evaluate_pruner_finds_and_saves_the_threshold_for_a_target_has_answer_r
     assert all("北海道" in reloaded.prune(r["query"], text).pruned_context for r in rows)
     assert reloaded.prune(rows[0]["query"], text).sentence_probabilities == pytest.approx(
         reloaded.prune(rows[0]["query"], text, threshold=chosen["threshold"]).sentence_probabilities)
+    # evaluating again sweeps the saved default too, and marks it
+    again = CliRunner().invoke(app, ["evaluate-pruner", "--model", str(folder), "--data", str(data), "--report", str(tmp_path / "r2.json")])
+    assert again.exit_code == 0, again.output
+    report = json.loads((tmp_path / "r2.json").read_text())
+    at_default = [row for row in report["sweep"] if row["threshold"] == pytest.approx(chosen["threshold"])]
+    assert report["default_threshold"] == pytest.approx(chosen["threshold"]) and at_default[0]["has_answer_rate"] == 1.0
+    assert "(model default)" in again.output
 
 
 def test_build_pruning_data_with_a_teacher_scores_every_training_text_and_trains_with_mse(tiny_bert_dir, tmp_path):

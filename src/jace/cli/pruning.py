@@ -168,7 +168,7 @@ def evaluate_pruner(
     from jace.metrics import save_report
     from jace.pruning.data import read_rows
     from jace.pruning.encoder import PruningEncoder
-    from jace.pruning.evaluation import evaluate_rows, format_sweep, plot_sweep, random_baseline, save_default_threshold
+    from jace.pruning.evaluation import DEFAULT_THRESHOLDS, evaluate_rows, format_sweep, plot_sweep, random_baseline, save_default_threshold
 
     if target_has_answer is not None and not 0.0 < target_has_answer <= 1.0:
         raise ValueError(f"--target-has-answer must be in (0, 1], got {target_has_answer}.")
@@ -176,10 +176,12 @@ def evaluate_pruner(
         raise ValueError("--save-threshold needs --target-has-answer (the rate the saved threshold must reach).")
     encoder = PruningEncoder.from_pretrained(model, device=device, dtype=dtype)
     rows = read_rows(data)
-    result = evaluate_rows(encoder, rows, batch_size=batch_size, target_has_answer=target_has_answer)
+    thresholds = sorted({*DEFAULT_THRESHOLDS, encoder.default_threshold})  # the sweep always shows the model's own default
+    result = evaluate_rows(encoder, rows, thresholds, batch_size=batch_size, target_has_answer=target_has_answer)
+    result["default_threshold"] = encoder.default_threshold
     typer.echo(format_sweep(result))
     if baselines:
-        result["baselines"] = {"random": random_baseline(rows, target_has_answer=target_has_answer)}
+        result["baselines"] = {"random": random_baseline(rows, thresholds, target_has_answer=target_has_answer)}
         typer.echo("\nrandom pruner (baseline, same rows):\n" + format_sweep(result["baselines"]["random"]))
     if report:
         save_report(result, report)

@@ -155,8 +155,9 @@ def format_sweep(report: dict[str, Any]) -> str:
     lines = ["| threshold | has-answer | compression (relevant) | compression (irrelevant) | sentence F2 |", "|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for row in report["sweep"]:
+        mark = " (model default)" if row["threshold"] == report.get("default_threshold") else ""
         lines.append(
-            f"| {row['threshold']} | {fmt(row['has_answer_rate'])} | {fmt(row['compression_relevant'])} | "
+            f"| {row['threshold']:g}{mark} | {fmt(row['has_answer_rate'])} | {fmt(row['compression_relevant'])} | "
             f"{fmt(row['compression_irrelevant'])} | {fmt(row['sentence_f2'])} |"
         )
     extra = {k: v for k, v in report.items() if k.startswith(("mrr", "ndcg")) and v is not None}
