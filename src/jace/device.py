@@ -131,7 +131,7 @@ def mixed_precision_flags(device: torch.device) -> dict[str, bool]:
 
     CUDA: bf16 where supported, else fp16. CPU: bf16 autocast where the CPU has native bf16 and the
     CPU inference default is bf16 (:func:`resolve_dtype`; ``$JACE_CPU_DTYPE=float32`` turns it off):
-    a training step of the e5 pruner ran 1.9-2.5x faster that way (``docs/benchmarks.md``). Else none.
+    a training step of the e5 pruner ran 1.9x faster than fp32 that way (``docs/benchmarks.md``). Else none.
 
     Example:
         >>> mixed_precision_flags(torch.device("mps"))
