@@ -92,10 +92,13 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
         elif self.fitted_steps is None and elapsed >= self.FIT_AFTER * self.seconds and state.global_step >= 2:
             fit = max(state.global_step + 1, int(state.global_step * self.seconds / elapsed))
-            self.fitted_steps = min(fit, state.max_steps)
+            # Stop early at ``fit`` only when the schedule was compressed to end there; otherwise the
+            # time limit alone stops training (no scheduler to compress: run until the budget is spent).
+            self.fitted_steps = state.max_steps
             scheduler = lr_scheduler or getattr(self.trainer, "lr_scheduler", None)
             scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate may wrap it
             if fit < state.max_steps and hasattr(scheduler, "lr_lambdas"):
+                self.fitted_steps = fit
                 stretch = state.max_steps / fit
                 scheduler.lr_lambdas = [_Compressed(f, stretch, state.max_steps) for f in scheduler.lr_lambdas]
                 logger.info("time budget: %d of %d steps fit; learning-rate schedule compressed to end there", fit, state.max_steps)
