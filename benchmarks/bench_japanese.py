@@ -52,6 +52,7 @@ STUDIES: dict[str, dict] = {
         **JSTS_DATA,
         "variants": {
             "full fine-tuning lr 8e-5": ["--method", "full", "--lr", "8e-5"],
+            "full fine-tuning lr 8e-5, both orders": ["--method", "full", "--lr", "8e-5", "--swap-pairs"],
             "lora lr 3e-4": ["--lr", "3e-4"],
         },
     },

@@ -21,6 +21,15 @@ class Boom(TrainerCallback):
         raise RuntimeError("disk full")
 
 
+class StepCounter(TrainerCallback):
+    """Counts optimizer steps."""
+
+    steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+
 FAST = LoraTrainingConfig(num_train_epochs=2, learning_rate=5e-3, per_device_train_batch_size=8, logging_steps=1)
 
 
@@ -344,3 +353,24 @@ def test_time_budget_compresses_the_lr_schedule_to_end_on_the_steps_that_fit(mon
     else:  # 1.5 s a step: 40 of 100 steps fit; the schedule is compressed to end (lr 0) at step 40, then training stops
         assert len(rates) == stop_at and rates[-1] == pytest.approx(0.0, abs=1e-12) and max(rates) > 0.9
         assert all(a >= b for a, b in zip(rates[5:], rates[6:]))
+
+
+def test_swap_pairs_trains_on_both_orders_and_keeps_the_evaluation_data_as_given(tiny_bert_dir, humor_frame, tmp_path):
+    steps = {}
+    for swap in (False, True):
+        client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+        config = LoraTrainingConfig(num_train_epochs=1, per_device_train_batch_size=8, swap_pairs=swap)
+        seen = StepCounter()
+        result = client.train_with_lora(
+            humor_frame.iloc[:32], humor_frame.iloc[32:], tmp_path / str(swap), config=config, callbacks=[seen]
+        )
+        steps[swap] = seen.steps
+        assert result.summary["data"]["train"]["rows"] == 32 and result.summary["hyperparameters"]["swap_pairs"] is swap
+        assert result.summary["data"]["eval"]["rows"] == len(humor_frame) - 32
+    assert steps == {False: 4, True: 8}  # 32 rows, batch 8: both orders double the steps of an epoch
+    from jace.training import swapped_pairs
+
+    swapped = swapped_pairs(humor_frame.iloc[:3], PairColumns())
+    assert swapped["odai"].tolist()[3:] == humor_frame["response"].tolist()[:3]
+    assert swapped["response"].tolist()[3:] == humor_frame["odai"].tolist()[:3]
+    assert swapped["score"].tolist() == humor_frame["score"].tolist()[:3] * 2

@@ -40,16 +40,32 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from jace.caption import QwenCaptionClient
-    from jace.config import RerankerTrainingConfig
-    from jace.data import DataValidationError, PairColumns, grouped_split, load_humor, load_pairs
-    from jace.export import export_merged_model
-    from jace.metrics import evaluate_predictions
-    from jace.pruning import PruningEncoder
-    from jace.reranking import evaluate_reranker, train_reranker
-    from jace.scaling import TargetScaler
-    from jace.scoring import DEFAULT_MODEL, RerankerCrossEncoderClient
-    from jace.training import LoraTrainingConfig, TrainingResult, train_with_lora
+    from jace.caption import QwenCaptionClient as QwenCaptionClient
+    from jace.config import RerankerTrainingConfig as RerankerTrainingConfig
+    from jace.data import (
+        DataValidationError as DataValidationError,
+        PairColumns as PairColumns,
+        grouped_split as grouped_split,
+        load_humor as load_humor,
+        load_pairs as load_pairs,
+    )
+    from jace.export import export_merged_model as export_merged_model
+    from jace.metrics import evaluate_predictions as evaluate_predictions
+    from jace.pruning import PruningEncoder as PruningEncoder
+    from jace.reranking import (
+        evaluate_reranker as evaluate_reranker,
+        train_reranker as train_reranker,
+    )
+    from jace.scaling import TargetScaler as TargetScaler
+    from jace.scoring import (
+        DEFAULT_MODEL as DEFAULT_MODEL,
+        RerankerCrossEncoderClient as RerankerCrossEncoderClient,
+    )
+    from jace.training import (
+        LoraTrainingConfig as LoraTrainingConfig,
+        TrainingResult as TrainingResult,
+        train_with_lora as train_with_lora,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -136,6 +136,10 @@ class LoraTrainingConfig:
         "bce", "'bce': BCE-with-logits against scaled targets; 'mse': MSE between sigmoid(logit) and target.",
         lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
     )
+    swap_pairs: bool = option(
+        False, "Also train on every pair with its two texts swapped, for symmetric tasks such as STS (doubles an epoch; "
+        "evaluation data is left as given).", flags=("--swap-pairs/--no-swap-pairs",),
+    )
     learning_rate: Optional[float] = option(
         None, "Peak learning rate (AdamW, linear decay); default 3e-4 for LoRA, 5e-5 for full fine-tuning (measured: docs/benchmarks.md).",
         lambda v: v is None or v > 0, "must be > 0", flags=("--lr", "--learning-rate"),

@@ -81,6 +81,18 @@ def _as_frame(data: Any, columns: PairColumns) -> tuple[pd.DataFrame, str]:
 ROW_INDEX = "row_index"
 
 
+def swapped_pairs(frame: pd.DataFrame, columns: PairColumns) -> pd.DataFrame:
+    """``frame`` followed by every row again with its two texts swapped (symmetric tasks such as STS).
+
+    Example:
+        >>> f = pd.DataFrame({"odai": ["a"], "response": ["b"], "score": [1.0]})
+        >>> swapped_pairs(f, HUMOR)[["odai", "response"]].values.tolist()
+        [['a', 'b'], ['b', 'a']]
+    """
+    swapped = frame.rename(columns={columns.first: columns.second, columns.second: columns.first})
+    return pd.concat([frame, swapped[frame.columns]], ignore_index=True)
+
+
 def build_dataset(
     frame: pd.DataFrame, tokenizer: Any, scaler: TargetScaler, columns: PairColumns, max_length: int
 ) -> Dataset:
@@ -229,7 +241,8 @@ def train_with_lora(
     train_frame, train_name = _as_frame(train_dataset, columns)
     eval_frame, eval_name = (None, None) if eval_dataset is None else _as_frame(eval_dataset, columns)
     scaler = TargetScaler.fit(train_frame[columns.label].to_numpy())
-    train_data = build_dataset(train_frame, tokenizer, scaler, columns, config.max_length)
+    training_pairs = swapped_pairs(train_frame, columns) if config.swap_pairs else train_frame
+    train_data = build_dataset(training_pairs, tokenizer, scaler, columns, config.max_length)
     eval_data = None if eval_frame is None else build_dataset(eval_frame, tokenizer, scaler, columns, config.max_length)
     device = next(model.parameters()).device
     dtype, was_training = next(model.parameters()).dtype, model.training
