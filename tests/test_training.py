@@ -374,3 +374,18 @@ def test_swap_pairs_trains_on_both_orders_and_keeps_the_evaluation_data_as_given
     assert swapped["odai"].tolist()[3:] == humor_frame["response"].tolist()[:3]
     assert swapped["response"].tolist()[3:] == humor_frame["odai"].tolist()[:3]
     assert swapped["score"].tolist() == humor_frame["score"].tolist()[:3] * 2
+
+
+def test_an_adapter_trained_from_a_relative_base_folder_loads_from_any_working_directory(
+    tiny_bert_dir, humor_frame, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tiny_bert_dir.parent)
+    client = RerankerCrossEncoderClient(tiny_bert_dir.name, device="cpu")
+    config = LoraTrainingConfig(max_steps=2, per_device_train_batch_size=8)
+    result = client.train_with_lora(humor_frame.iloc[:16], None, tmp_path / "run", config=config)
+    recorded = json.loads((result.final_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == str(tiny_bert_dir.resolve())
+    pairs = list(zip(humor_frame["odai"][:4], humor_frame["response"][:4]))
+    expected = client.run(pairs)
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_allclose(RerankerCrossEncoderClient(str(result.final_dir), device="cpu").run(pairs), expected, atol=1e-5)

@@ -80,6 +80,18 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[Sequence[str]], max_length: int
     return {key: list(value) for key, value in encoded.items()}
 
 
+def portable_base_name(name_or_path: str) -> str:
+    """What an adapter should record as its base: a local folder as an absolute path (so the adapter
+    loads from any working directory), anything else (a hub id) unchanged.
+
+    Example:
+        >>> portable_base_name("hotchpotch/japanese-reranker-cross-encoder-large-v1")
+        'hotchpotch/japanese-reranker-cross-encoder-large-v1'
+    """
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.is_dir() else str(name_or_path)
+
+
 def read_adapter_base(path: str | Path) -> str | None:
     """The base model a LoRA adapter folder was trained on, or None if ``path`` is not an adapter folder."""
     config = Path(path) / ADAPTER_CONFIG

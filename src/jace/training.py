@@ -28,7 +28,7 @@ from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedMode
 
 from jace.atomic import atomic_directory
 from jace.config import LoraTrainingConfig, metric_k
-from jace.cross_encoder import encode_pairs
+from jace.cross_encoder import encode_pairs, portable_base_name
 from jace.data import HUMOR, PairColumns, load_pairs, prompt_groups
 from jace.metrics import evaluate_predictions
 from jace.scaling import TargetScaler
@@ -290,9 +290,13 @@ def train_with_lora(
     peft_model.eval()
     model.get_input_embeddings().weight.requires_grad_(True)
 
+    base_model = portable_base_name(base_model_name or getattr(model, "name_or_path", ""))
+    if config.method == "lora":
+        for adapter in peft_model.peft_config.values():  # recorded in adapter_config.json, read back when loading
+            adapter.base_model_name_or_path = base_model
     summary = _clean(
         {
-            "base_model": base_model_name or getattr(model, "name_or_path", None),
+            "base_model": base_model,
             "data": {
                 "train": {"source": train_name, "rows": len(train_frame), "prompts": int(prompt_groups(train_frame, columns).nunique())},
                 "eval": None
