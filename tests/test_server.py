@@ -69,6 +69,7 @@ def pruner_dir(tiny_bert_dir, tmp_path_factory):
     encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
     torch.manual_seed(0)
     torch.nn.init.normal_(encoder.model.pruning_head.classifier.weight, std=2.0)
+    encoder.model.config.default_threshold = 0.6  # as `jace evaluate-pruner --save-threshold` would
     return encoder.save_pretrained(tmp_path_factory.mktemp("serve") / "pruner")
 
 
@@ -123,6 +124,19 @@ def test_score_and_prune_endpoints(server, direct, pruner_dir):
         assert got["reranking_score"] == pytest.approx(want.reranking_score, abs=1e-5)
         assert got["compression_rate"] == pytest.approx(want.compression_rate)
         assert got["kept_sentences"] == [i for i, p in enumerate(want.sentence_probabilities) if p > 0.5]
+
+
+def test_prune_without_a_threshold_uses_the_pruners_saved_default(server, pruner_dir):
+    from jace.pruning import PruningEncoder
+
+    encoder = PruningEncoder.from_pretrained(pruner_dir, device="cpu")
+    assert encoder.default_threshold == 0.6
+    pruned = server.post("/prune", {"query": QUERY, "contexts": TEXTS}).json()["results"]
+    probabilities = [p for result in pruned for p in result["sentence_probabilities"]]
+    assert any(0.1 < p <= 0.6 for p in probabilities), "the fixture should tell 0.1 and 0.6 apart"
+    for got, want in zip(pruned, encoder.prune(QUERY, TEXTS, threshold=0.6)):
+        assert got["pruned_context"] == want.pruned_context
+        assert got["kept_sentences"] == [i for i, p in enumerate(want.sentence_probabilities) if p > 0.6]
 
 
 def test_health_info_metrics_page_and_openapi(server):

@@ -50,6 +50,7 @@ class PruningResult:
     pruned_context: str
     kept_sentences: list[str]
     removed_sentences: list[str]
+    kept_indices: list[int]
     sentence_probabilities: list[float]
     sentence_spans: list[tuple[int, int]]
     reranking_score: float | None
@@ -307,7 +308,7 @@ class PruningEncoder:
         return PruningResult(
             query=item.query, context=item.context, pruned_context=join_kept(item.context, item.spans, keep),
             kept_sentences=[t for t, k in zip(texts, keep) if k],
-            removed_sentences=[t for t, k in zip(texts, keep) if not k],
+            removed_sentences=[t for t, k in zip(texts, keep) if not k], kept_indices=[i for i, k in enumerate(keep) if k],
             sentence_probabilities=[float(p) for p in probabilities], sentence_spans=list(item.spans),
             reranking_score=score, compression_rate=compression_rate(item.spans, keep),
         )  # fmt: skip

@@ -71,7 +71,7 @@ def random_baseline(
             keep_all = [True] * len(spans)  # as evaluate_rows' results: pruned at threshold 0
             per_text.append(PruningResult(
                 query=row["query"], context=text, pruned_context=join_kept(text, spans, keep_all),
-                kept_sentences=[text[a:b] for a, b in spans], removed_sentences=[],
+                kept_sentences=[text[a:b] for a, b in spans], removed_sentences=[], kept_indices=list(range(len(spans))),
                 sentence_probabilities=rng.random(len(spans)).tolist(), sentence_spans=spans,
                 reranking_score=float(rng.random()), compression_rate=compression_rate(spans, keep_all),
             ))  # fmt: skip

@@ -202,7 +202,7 @@ def create_app(engine: Engine, settings: ServerSettings) -> FastAPI:
         return PruneResponse(results=[
             PrunedContext(
                 pruned_context=r.pruned_context,
-                kept_sentences=[i for i, p in enumerate(r.sentence_probabilities) if p > body.threshold],
+                kept_sentences=r.kept_indices,
                 sentence_spans=r.sentence_spans, sentence_probabilities=r.sentence_probabilities,
                 reranking_score=r.reranking_score, compression_rate=r.compression_rate,
             ) for r in results

@@ -113,9 +113,12 @@ class Engine:
         """
         return await self._submit("score", (raw_scores, original_scale), list(pairs), len(pairs), tokens, timeout)
 
-    async def prune(self, query: str, contexts: Sequence[str], *, threshold: float = 0.1,
+    async def prune(self, query: str, contexts: Sequence[str], *, threshold: float | None = None,
                     tokens: int = 0, timeout: float | None = None) -> list[PruningResult]:  # fmt: skip
-        """Pruning results (with rerank scores) of ``contexts`` for ``query``, in order."""
+        """Pruning results (with rerank scores) of ``contexts`` for ``query``, in order.
+
+        ``threshold`` None uses the pruner's saved default threshold.
+        """
         if self.pruner is None:
             raise LookupError("no pruner is loaded; start the server with --pruner FOLDER (or a PruningEncoder as MODEL).")
         return await self._submit("prune", (threshold,), (query, list(contexts)), len(contexts), tokens, timeout)

@@ -73,7 +73,8 @@ class PruneRequest(_Strict):
 
     query: Text
     contexts: list[Text] = Field(min_length=1)
-    threshold: float = Field(default=0.1, ge=0.0, le=1.0, allow_inf_nan=False)
+    # None: the pruner's saved default threshold (``jace evaluate-pruner --save-threshold``).
+    threshold: Optional[float] = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
 
 
 class PrunedContext(BaseModel):
