@@ -389,3 +389,13 @@ def test_an_adapter_trained_from_a_relative_base_folder_loads_from_any_working_d
     expected = client.run(pairs)
     monkeypatch.chdir(tmp_path)
     np.testing.assert_allclose(RerankerCrossEncoderClient(str(result.final_dir), device="cpu").run(pairs), expected, atol=1e-5)
+
+
+def test_only_a_named_local_folder_is_recorded_as_an_absolute_base(tmp_path, monkeypatch):
+    from jace.cross_encoder import portable_base_name
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()
+    assert portable_base_name("base") == str((tmp_path / "base").resolve())
+    assert portable_base_name("org/not-here") == "org/not-here"
+    assert portable_base_name("") == ""  # not the working directory

@@ -82,14 +82,14 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[Sequence[str]], max_length: int
 
 def portable_base_name(name_or_path: str) -> str:
     """What an adapter should record as its base: a local folder as an absolute path (so the adapter
-    loads from any working directory), anything else (a hub id) unchanged.
+    loads from any working directory), anything else (a hub id, or "" for an unnamed model) unchanged.
 
     Example:
         >>> portable_base_name("hotchpotch/japanese-reranker-cross-encoder-large-v1")
         'hotchpotch/japanese-reranker-cross-encoder-large-v1'
     """
-    path = Path(name_or_path)
-    return str(path.resolve()) if path.is_dir() else str(name_or_path)
+    # Path("") is the working directory: an unnamed model must not record it as its base.
+    return str(Path(name_or_path).resolve()) if name_or_path and Path(name_or_path).is_dir() else name_or_path
 
 
 def read_adapter_base(path: str | Path) -> str | None:

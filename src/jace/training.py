@@ -290,8 +290,8 @@ def train_with_lora(
     peft_model.eval()
     model.get_input_embeddings().weight.requires_grad_(True)
 
-    base_model = portable_base_name(base_model_name or getattr(model, "name_or_path", ""))
-    if config.method == "lora":
+    base_model = portable_base_name(base_model_name or getattr(model, "name_or_path", "")) or None
+    if config.method == "lora" and base_model:
         for adapter in peft_model.peft_config.values():  # recorded in adapter_config.json, read back when loading
             adapter.base_model_name_or_path = base_model
     summary = _clean(
