@@ -64,6 +64,7 @@ STUDIES: dict[str, dict] = {
         "variants": {
             "lora lr 2e-4": ["--lr", "2e-4"],
             "lora lr 3e-4": ["--lr", "3e-4"],
+            "lora r 32 lr 3e-4": ["--lr", "3e-4", "--lora-r", "32", "--lora-alpha", "64"],
             "full fine-tuning lr 5e-5": ["--method", "full", "--lr", "5e-5"],
             "full fine-tuning lr 2e-5": ["--method", "full", "--lr", "2e-5"],
             # Ranking within each お題: graded lists of a prompt's answers, LambdaLoss (jace train-reranker).

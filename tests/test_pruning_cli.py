@@ -44,6 +44,7 @@ def test_build_train_evaluate_prune_end_to_end(tiny_bert_dir, tmp_path):
     data = json.loads(report.read_text())
     assert {"mrr", "ndcg@3", "sweep"} <= set(data) and plot.stat().st_size > 1000
     assert {"mrr", "sweep"} <= set(data["baselines"]["random"]) and "random pruner (baseline" in result.output
+    assert data["baselines"]["label_oracle"]["sweep"][0]["sentence_f2"] == 1.0 and "label oracle" in result.output
     assert all(0 <= row["sentence_f2"] <= 1 for row in data["sweep"])
     rows = tmp_path / "in.jsonl"
     rows.write_text(

