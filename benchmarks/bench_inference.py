@@ -156,7 +156,8 @@ def openvino_runner(model, threads: int, hint: str | None):
     if hint:
         config["INFERENCE_PRECISION_HINT"] = hint
     compiled = ov.Core().compile_model(model, "CPU", config)
-    precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    # The element type the CPU plugin computes in, e.g. "bf16" or "f32" (str() gives "<Type: 'bfloat16'>").
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     output = compiled.output(0)
     return (lambda feeds: compiled(feeds)[output]), precision
 
