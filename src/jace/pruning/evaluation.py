@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,11 @@ def label_oracle(rows: Sequence[dict[str, Any]], *, k: int = 3) -> dict[str, Any
     return _report(rows, results, (0.5,), k=k, target_has_answer=None)
 
 
-def _fixed_results(rows: Sequence[dict[str, Any]], keep_probabilities, rerank_score) -> list[list[PruningResult]]:
+def _fixed_results(
+    rows: Sequence[dict[str, Any]],
+    keep_probabilities: Callable[[list[tuple[int, int]], list[int]], list[float]],
+    rerank_score: Callable[[int], float],
+) -> list[list[PruningResult]]:
     """Results shaped like ``evaluate_rows``' (pruned at threshold 0), from given per-sentence probabilities and scores."""
     results = []
     for row in rows:
