@@ -284,7 +284,7 @@ def main() -> None:
     table["x fastest peer"] = table["pairs/s"] / table.pop("fastest peer")
     if len(args.threads) > 1 and 1 in args.threads:
         one = table[table.threads == 1].set_index(["model", "method"])["pairs/s"]
-        for t in args.threads:
+        for t in (t for t in args.threads if t != 1):  # 1→1 would be a column of ones and NaNs
             mask = table.threads == t
             table.loc[mask, f"scaling eff. 1→{t}"] = [
                 row["pairs/s"] / (t * one[(row["model"], row["method"])]) for _, row in table[mask].iterrows()

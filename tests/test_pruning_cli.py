@@ -161,3 +161,33 @@ def test_saving_a_threshold_found_in_reduced_precision_keeps_the_fp32_weights(ti
     assert "default_threshold" in (folder / "config.json").read_text()
     with pytest.raises(ValueError, match="cannot be saved"):
         PruningEncoder.from_pretrained(folder, dtype="int8").save_pretrained(tmp_path / "copy")
+
+
+def test_keep_top_context_found_by_evaluation_is_saved_and_used_by_prune(tiny_bert_dir, tmp_path):
+    torch.manual_seed(0)
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    torch.nn.init.normal_(encoder.model.pruning_head.classifier.weight, std=2.0)
+    folder = encoder.save_pretrained(tmp_path / "pruner")
+    text = "梅雨は雨季です。北海道には梅雨がない。猫が好きです。"
+    rows = [{"query": q, "texts": [text, "犬です。"], "labels": [1, 0], "context_spans": [[[0, 8], [8, 19], [19, 26]], [[0, 4]]],
+             "context_spans_relevance": [[0, 1, 0], [0]], "answers": ["北海道"]} for q in ("梅雨？", "どこ？")]  # fmt: skip
+    data = tmp_path / "held.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["evaluate-pruner", "--model", str(folder), "--data", str(data), "--target-has-answer", "0.5",
+                                      "--save-threshold", "--keep-top-context", "--report", str(tmp_path / "r.json")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["keep_top_context"] is True and "keep_top_context on" in result.output
+    reloaded = PruningEncoder.from_pretrained(folder, device="cpu")
+    assert reloaded.keep_top_context and json.loads((folder / "config.json").read_text())["keep_top_context"] is True
+    assert "keep_top_context: on" in (folder / "README.md").read_text()
+    # prune() now never empties the top-ranked context, even at threshold 1; explicitly off, it may
+    assert [len(r.kept_indices) for r in reloaded.prune("梅雨？", [text, "犬です。"], threshold=1.0)].count(1) == 1
+    assert all(r.kept_indices == [] for r in reloaded.prune("梅雨？", [text, "犬です。"], threshold=1.0, keep_top_context=False))
+    # and jace prune follows the saved setting unless told otherwise
+    (tmp_path / "in.jsonl").write_text(json.dumps({"query": "梅雨？", "contexts": [text, "犬です。"]}, ensure_ascii=False) + "\n")
+    for flag, kept in (([], 1), (["--no-keep-top-context"], 0)):
+        out = CliRunner().invoke(app, ["prune", "--model", str(folder), str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"),
+                                       "--threshold", "1.0", *flag])  # fmt: skip
+        assert out.exit_code == 0, out.output
+        results = json.loads((tmp_path / "out.jsonl").read_text())["results"]
+        assert sum(len(r["kept_indices"]) for r in results) == kept

@@ -353,3 +353,36 @@ def test_a_time_budget_in_real_training_compresses_the_schedule_to_end_on_the_la
     # next value, after the last step, is 0); without the compression it would still be at 30% of peak.
     steps, rates = zip(*seen)
     assert steps[-1] == 15 and rates[-1] < 0.1 * max(rates)
+
+
+def test_keep_top_context_keeps_only_the_top_ranked_contexts_best_sentence(encoder):
+    results = encoder.prune(QUERY, CONTEXTS, threshold=1.0, keep_top_context=True)
+    top = max(range(len(results)), key=lambda i: results[i].reranking_score)
+    for i, result in enumerate(results):
+        if i == top:
+            best = max(range(len(result.sentence_probabilities)), key=result.sentence_probabilities.__getitem__)
+            assert result.kept_indices == [best] and result.pruned_context == result.kept_sentences[0]
+            assert result.compression_rate < 1.0
+        else:
+            assert result.kept_indices == [] and result.compression_rate == 1.0
+    assert all(r.kept_indices == [] for r in encoder.prune(QUERY, CONTEXTS, threshold=1.0))  # off by default
+
+
+def test_evaluation_with_keep_top_context_scores_what_prune_keeps(encoder):
+    from jace.pruning.evaluation import evaluate_rows
+
+    text = "北海道は寒い。梅雨は雨季です。北海道には梅雨がない。"
+    spans = [[0, 7], [7, 15], [15, 26]]
+    rows = [{"query": QUERY, "texts": [text, "猫です。"], "labels": [1, 0], "context_spans": [spans, [[0, 4]]],
+             "context_spans_relevance": [[0, 0, 1], [0]], "answers": ["梅雨がない"]}]  # fmt: skip
+    off = evaluate_rows(encoder, rows, thresholds=(1.0,))["sweep"][0]
+    on = evaluate_rows(encoder, rows, thresholds=(1.0,), keep_top_context=True)
+    assert off["compression_relevant"] == 1.0 and off["compression_irrelevant"] == 1.0 and on["keep_top_context"]
+    pruned = encoder.prune_batch([(QUERY, rows[0]["texts"])], threshold=1.0, sentence_spans=[rows[0]["context_spans"]],
+                                 keep_top_context=True)[0]  # fmt: skip
+    relevant, irrelevant = pruned
+    row = on["sweep"][0]
+    assert row["compression_relevant"] == pytest.approx(relevant.compression_rate)
+    assert row["compression_irrelevant"] == pytest.approx(irrelevant.compression_rate)
+    assert row["has_answer_rate"] == float("梅雨がない" in relevant.pruned_context)
+    assert min(relevant.compression_rate, irrelevant.compression_rate) < 1.0  # one of the two kept its best sentence

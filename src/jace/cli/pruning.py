@@ -12,6 +12,12 @@ from jace.cli import DeviceOption, DtypeOption, app
 from jace.cli.config_options import config_options
 from jace.config import DEFAULT_RERANKER, PruningTrainingConfig
 
+KeepTopContextOption = typer.Option(
+    None, "--keep-top-context/--no-keep-top-context",
+    help="Keep the best sentence of each query's top-ranked context even when none passes the threshold; "
+    "default: the model's saved setting (set by evaluate-pruner --save-threshold).",
+)  # fmt: skip
+
 
 @app.command(
     "prune",
@@ -29,6 +35,7 @@ def prune_command(
     ),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
     chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="Rows read and processed at a time."),
+    keep_top_context: Optional[bool] = KeepTopContextOption,
     device: Optional[str] = DeviceOption,
     dtype: Optional[str] = DtypeOption,
 ) -> None:
@@ -52,7 +59,9 @@ def prune_command(
         def flush() -> None:
             nonlocal written
             items = [(row["query"], row["context"] if "context" in row else row["contexts"]) for row in chunk]
-            for row, results in zip(chunk, encoder.prune_batch(items, threshold=threshold, batch_size=batch_size, show_progress_bar=False)):
+            answers = encoder.prune_batch(items, threshold=threshold, batch_size=batch_size, show_progress_bar=False,
+                                          keep_top_context=keep_top_context)  # fmt: skip
+            for row, results in zip(chunk, answers):
                 row["results"] = [{k: v for k, v in r.to_dict().items() if k not in ("query", "context")} for r in results]
                 sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             written += len(chunk)
@@ -162,6 +171,7 @@ def evaluate_pruner(
         "sentences: the most compression any pruner can reach while keeping them)."
     ),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
+    keep_top_context: Optional[bool] = KeepTopContextOption,
     device: Optional[str] = DeviceOption,
     dtype: Optional[str] = DtypeOption,
 ) -> None:
@@ -178,12 +188,14 @@ def evaluate_pruner(
     encoder = PruningEncoder.from_pretrained(model, device=device, dtype=dtype)
     rows = read_rows(data)
     thresholds = sorted({*DEFAULT_THRESHOLDS, encoder.default_threshold})  # the sweep always shows the model's own default
-    result = evaluate_rows(encoder, rows, thresholds, batch_size=batch_size, target_has_answer=target_has_answer)
+    keep_top_context = encoder.keep_top_context if keep_top_context is None else keep_top_context
+    result = evaluate_rows(encoder, rows, thresholds, batch_size=batch_size, target_has_answer=target_has_answer,
+                           keep_top_context=keep_top_context)  # fmt: skip
     result["default_threshold"] = encoder.default_threshold
     typer.echo(format_sweep(result))
     if baselines:
         result["baselines"] = {
-            "random": random_baseline(rows, thresholds, target_has_answer=target_has_answer),
+            "random": random_baseline(rows, thresholds, target_has_answer=target_has_answer, keep_top_context=keep_top_context),
             "label_oracle": label_oracle(rows),
         }
         typer.echo("\nrandom pruner (baseline, same rows):\n" + format_sweep(result["baselines"]["random"]))
@@ -198,4 +210,5 @@ def evaluate_pruner(
         plot_sweep(result, plot)
     if save_threshold:
         folder = save_default_threshold(encoder, model, result, str(data))
-        typer.echo(f"saved default threshold {result['threshold_for_target']['threshold']:g} and the held-out metrics to {folder}")
+        typer.echo(f"saved default threshold {result['threshold_for_target']['threshold']:g} (keep_top_context "
+                   f"{'on' if keep_top_context else 'off'}) and the held-out metrics to {folder}")  # fmt: skip

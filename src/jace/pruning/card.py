@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 
-def write_model_card(folder: Path, mode: str, backbone_type: str, metadata: dict[str, Any], default_threshold: float = 0.1) -> Path:
+def write_model_card(
+    folder: Path, mode: str, backbone_type: str, metadata: dict[str, Any], default_threshold: float = 0.1,
+    keep_top_context: bool = False,
+) -> Path:  # fmt: skip
     """Write README.md: how to load the folder each way, its mode, backbone, threshold, training data and metrics."""
     auto = "AutoModelForSequenceClassification" if mode == "reranking_pruning" else "AutoModelForTokenClassification"
     lines = [
@@ -24,6 +27,8 @@ def write_model_card(folder: Path, mode: str, backbone_type: str, metadata: dict
         f"- backbone: `{metadata.get('backbone', backbone_type)}` (model_type `{backbone_type}`)",
     ]
     lines.append(f"- default threshold: {default_threshold:g} (used by `prune()` when none is given)")
+    if keep_top_context:
+        lines.append("- keep_top_context: on (the top-ranked context of a query keeps at least its best sentence)")
     if metadata.get("training_data"):
         lines.append(f"- training data: {metadata['training_data']}")
     if metadata.get("metrics"):

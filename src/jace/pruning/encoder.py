@@ -28,6 +28,7 @@ from jace.pruning.modeling_pruning_encoder import (
     PruningEncoderForSequenceClassification,
     PruningEncoderForTokenClassification,
 )
+from jace.pruning.selection import keep_masks
 from jace.pruning.sentences import compression_rate, join_kept, split_sentences
 
 MODELING_FILE = Path(modeling.__file__).name
@@ -134,6 +135,11 @@ class PruningEncoder:
         """The keep threshold :meth:`prune` uses when none is given (saved in ``config.json``)."""
         return float(getattr(self.model.config, "default_threshold", 0.1))
 
+    @property
+    def keep_top_context(self) -> bool:
+        """Whether :meth:`prune` keeps the best sentence of a query's top-ranked context by default (saved in ``config.json``)."""
+        return bool(getattr(self.model.config, "keep_top_context", False))
+
     @classmethod
     def from_backbone(
         cls, backbone: str | Path, mode: str = "reranking_pruning", *, device: str | None = None, **kwargs: Any
@@ -212,7 +218,8 @@ class PruningEncoder:
             extra = json.loads((tmp / "pruning_encoder_config.json").read_text())
             extra["metadata"] = self.metadata
             (tmp / "pruning_encoder_config.json").write_text(json.dumps(extra, indent=2, ensure_ascii=False) + "\n")
-            write_model_card(tmp, self.mode, config.backbone_config.get("model_type", "?"), self.metadata, self.default_threshold)
+            write_model_card(tmp, self.mode, config.backbone_config.get("model_type", "?"), self.metadata, self.default_threshold,
+                             self.keep_top_context)  # fmt: skip
         return Path(path)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
@@ -254,14 +261,19 @@ class PruningEncoder:
         batch_size: int = 16,
         show_progress_bar: bool | None = None,
         sentence_spans: Sequence[Sequence[Sequence[tuple[int, int]]]] | None = None,
+        keep_top_context: bool | None = None,
     ) -> list[list[PruningResult]]:
         """Prune many ``(query, contexts)`` at once; one list of results per query, contexts in order.
 
         ``sentence_spans`` (one list of ``(start, end)`` spans per context, per query) replaces
         jace's own sentence splitting, e.g. to score against a dataset's labelled sentences.
         ``threshold`` defaults to the model's saved ``default_threshold`` (0.1 unless evaluation set it).
+        ``keep_top_context`` (default: the model's saved setting, off unless evaluation set it) keeps
+        the best sentence of each query's top-ranked context even when none passes the threshold
+        (:func:`~jace.pruning.selection.keep_masks`).
         """
         threshold = self.default_threshold if threshold is None else threshold
+        keep_top_context = self.keep_top_context if keep_top_context is None else keep_top_context
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
         if sentence_spans is not None and len(sentence_spans) != len(items):
@@ -295,34 +307,39 @@ class PruningEncoder:
             item.sums[: len(sums)] += sums
             item.counts[: len(counts)] += counts
             item.best_logit = max(item.best_logit, logit) if not np.isnan(logit) else item.best_logit
-        results: list[list[PruningResult]] = [[] for _ in items]
+        per_query: list[list[_Item]] = [[] for _ in items]
         for q_index, item in flat:
-            results[q_index].append(self._result(item, threshold))
+            per_query[q_index].append(item)
+        results: list[list[PruningResult]] = []
+        for contexts in per_query:
+            probabilities = [np.divide(item.sums, np.maximum(item.counts, 1)).tolist() for item in contexts]
+            scores = [None if not np.isfinite(item.best_logit) else float(expit(item.best_logit)) for item in contexts]
+            masks = keep_masks(probabilities, threshold, scores=scores, keep_top_context=keep_top_context)
+            results.append([self._result(*args) for args in zip(contexts, probabilities, scores, masks)])
         return results
 
-    def _result(self, item: _Item, threshold: float) -> PruningResult:
-        probabilities = np.divide(item.sums, np.maximum(item.counts, 1))
+    def _result(self, item: _Item, probabilities: list[float], score: float | None, keep: list[bool]) -> PruningResult:
         texts = [item.context[s:e] for s, e in item.spans]
-        keep = (probabilities > threshold).tolist()
-        score = None if not np.isfinite(item.best_logit) else float(expit(item.best_logit))
         return PruningResult(
             query=item.query, context=item.context, pruned_context=join_kept(item.context, item.spans, keep),
             kept_sentences=[t for t, k in zip(texts, keep) if k],
             removed_sentences=[t for t, k in zip(texts, keep) if not k], kept_indices=[i for i, k in enumerate(keep) if k],
-            sentence_probabilities=[float(p) for p in probabilities], sentence_spans=list(item.spans),
+            sentence_probabilities=probabilities, sentence_spans=list(item.spans),
             reranking_score=score, compression_rate=compression_rate(item.spans, keep),
         )  # fmt: skip
 
     def prune(
         self, query: str, contexts: str | Sequence[str], threshold: float | None = None, batch_size: int = 16,
-        *, show_progress_bar: bool | None = None,
+        *, show_progress_bar: bool | None = None, keep_top_context: bool | None = None,
     ) -> PruningResult | list[PruningResult]:  # fmt: skip
         """Prune one context (``str`` → one result) or many contexts of one query (list → list).
 
         A sentence is kept when the mean keep-probability of its tokens passes ``threshold``
         (default: the model's saved ``default_threshold``; 0.1 is conservative, 0.5 prunes harder). Long contexts are split into windows and merged.
+        ``keep_top_context`` (default: the model's saved setting) keeps the best sentence of the top-ranked context even below the threshold.
         """
-        results = self.prune_batch([(query, contexts)], threshold=threshold, batch_size=batch_size, show_progress_bar=show_progress_bar)[0]
+        results = self.prune_batch([(query, contexts)], threshold=threshold, batch_size=batch_size,
+                                   show_progress_bar=show_progress_bar, keep_top_context=keep_top_context)[0]  # fmt: skip
         return results[0] if isinstance(contexts, str) else results
 
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> list[float]:

@@ -12,6 +12,7 @@ from sklearn.metrics import fbeta_score, ndcg_score
 
 from jace.metrics import rankable
 from jace.pruning.encoder import PruningEncoder, PruningResult
+from jace.pruning.selection import keep_masks
 from jace.pruning.sentences import compression_rate, join_kept
 
 DEFAULT_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -25,6 +26,7 @@ def evaluate_rows(
     batch_size: int = 16,
     k: int = 3,
     target_has_answer: float | None = None,
+    keep_top_context: bool = False,
 ) -> dict[str, Any]:
     """Run the model once, then score every threshold from the same sentence probabilities.
 
@@ -37,13 +39,14 @@ def evaluate_rows(
     texts (one definition: the share of sentence characters removed), and sentence-level F2 on
     relevant texts. Reranking (threshold-free): MRR and nDCG@k of each query's texts by rerank
     score, over queries where ranking is defined (two or more texts, not all of one label); the
-    others are counted as ``n_queries_unrankable``.
+    others are counted as ``n_queries_unrankable``. ``keep_top_context`` applies
+    :func:`~jace.pruning.selection.keep_masks`' floor at every threshold, as ``prune()`` would.
     """
     results = encoder.prune_batch(
         [(row["query"], row["texts"]) for row in rows], threshold=0.0, batch_size=batch_size,
-        sentence_spans=[row["context_spans"] for row in rows],
+        sentence_spans=[row["context_spans"] for row in rows], keep_top_context=False,
     )  # fmt: skip
-    return _report(rows, results, thresholds, k=k, target_has_answer=target_has_answer)
+    return _report(rows, results, thresholds, k=k, target_has_answer=target_has_answer, keep_top_context=keep_top_context)
 
 
 def random_baseline(
@@ -53,6 +56,7 @@ def random_baseline(
     seed: int = 0,
     k: int = 3,
     target_has_answer: float | None = None,
+    keep_top_context: bool = False,
 ) -> dict[str, Any]:
     """The same report for a pruner that knows nothing: each sentence's keep probability and each
     text's rerank score are uniform random, so at threshold ``t`` it keeps about ``1 - t`` of the
@@ -64,7 +68,7 @@ def random_baseline(
     """
     rng = np.random.default_rng(seed)
     results = _fixed_results(rows, lambda spans, relevance: rng.random(len(spans)).tolist(), lambda label: float(rng.random()))
-    return _report(rows, results, thresholds, k=k, target_has_answer=target_has_answer)
+    return _report(rows, results, thresholds, k=k, target_has_answer=target_has_answer, keep_top_context=keep_top_context)
 
 
 def label_oracle(rows: Sequence[dict[str, Any]], *, k: int = 3) -> dict[str, Any]:
@@ -104,11 +108,12 @@ def _fixed_results(
     return results
 
 
-def _report(rows, results, thresholds, *, k: int, target_has_answer: float | None) -> dict[str, Any]:
-    report: dict[str, Any] = {"n_queries": len(rows), "sweep": [_at_threshold(rows, results, t) for t in thresholds]}
+def _report(rows, results, thresholds, *, k: int, target_has_answer: float | None, keep_top_context: bool = False) -> dict[str, Any]:
+    at = lambda t: _at_threshold(rows, results, t, keep_top_context)  # noqa: E731
+    report: dict[str, Any] = {"n_queries": len(rows), "keep_top_context": keep_top_context, "sweep": [at(t) for t in thresholds]}
     if target_has_answer is not None:
         grid = sorted({*thresholds, *(i / 100 for i in range(100))})
-        reaching = [row for row in (_at_threshold(rows, results, t) for t in grid)
+        reaching = [row for row in map(at, grid)
                     if row["has_answer_rate"] is not None and row["has_answer_rate"] >= target_has_answer]  # fmt: skip
         report["target_has_answer"] = target_has_answer
         # The highest threshold (most pruning) that still keeps the answer often enough; None if none does.
@@ -129,11 +134,12 @@ def _report(rows, results, thresholds, *, k: int, target_has_answer: float | Non
     return report
 
 
-def _at_threshold(rows: Sequence[dict[str, Any]], results: list, threshold: float) -> dict[str, Any]:
+def _at_threshold(rows: Sequence[dict[str, Any]], results: list, threshold: float, keep_top_context: bool = False) -> dict[str, Any]:
     has_answer, comp_rel, comp_irr, truth, predicted = [], [], [], [], []
     for row, per_text in zip(rows, results):
-        for label, relevance, result in zip(row["labels"], row["context_spans_relevance"], per_text):
-            kept = [p > threshold for p in result.sentence_probabilities]
+        masks = keep_masks([r.sentence_probabilities for r in per_text], threshold,
+                           scores=[r.reranking_score for r in per_text], keep_top_context=keep_top_context)  # fmt: skip
+        for label, relevance, result, kept in zip(row["labels"], row["context_spans_relevance"], per_text, masks):
             compression = compression_rate(result.sentence_spans, kept)
             if label:
                 comp_rel.append(compression)
@@ -158,7 +164,8 @@ def save_default_threshold(encoder: PruningEncoder, folder: str | Path, report: 
     """Save ``report``'s threshold for its has-answer target as the model's default, with the held-out metrics.
 
     The folder is re-saved through :meth:`PruningEncoder.save_pretrained`, so ``config.json`` gets
-    ``default_threshold`` and the model card records it and the metrics; other files stay.
+    ``default_threshold`` and ``keep_top_context`` (the rule the report was scored with), and the
+    model card records them and the metrics; other files stay.
     """
     chosen = report.get("threshold_for_target")
     if chosen is None:
@@ -168,8 +175,10 @@ def save_default_threshold(encoder: PruningEncoder, folder: str | Path, report: 
     if encoder.quantized or encoder.dtype != torch.float32:  # evaluated in bf16/int8: re-save the exact fp32 weights
         encoder = type(encoder).from_pretrained(folder, device="cpu", dtype="float32")
     encoder.model.config.default_threshold = float(chosen["threshold"])
+    encoder.model.config.keep_top_context = bool(report.get("keep_top_context", False))
     encoder.metadata["evaluation"] = {
         "data": str(data), "queries": report["n_queries"], "target_has_answer": report["target_has_answer"],
+        "keep_top_context": bool(report.get("keep_top_context", False)),
         "at_default_threshold": chosen, **{k: v for k, v in report.items() if k.startswith(("mrr", "ndcg"))},
     }  # fmt: skip
     return encoder.save_pretrained(folder, overwrite=True)
@@ -185,6 +194,9 @@ def format_sweep(report: dict[str, Any]) -> str:
             f"| {row['threshold']:g}{mark} | {fmt(row['has_answer_rate'])} | {fmt(row['compression_relevant'])} | "
             f"{fmt(row['compression_irrelevant'])} | {fmt(row['sentence_f2'])} |"
         )
+    if report.get("keep_top_context"):
+        lines.append("")
+        lines.append("keep_top_context on: each query's top-ranked context keeps at least its best sentence")
     extra = {k: v for k, v in report.items() if k.startswith(("mrr", "ndcg")) and v is not None}
     if extra:
         lines.append("")

@@ -23,7 +23,8 @@ class PruningEncoderConfig(PretrainedConfig):
 
     model_type = "pruning_encoder"
 
-    def __init__(self, mode="reranking_pruning", backbone_config=None, head_dropout=0.1, default_threshold=0.1, **kwargs):
+    def __init__(self, mode="reranking_pruning", backbone_config=None, head_dropout=0.1, default_threshold=0.1,
+                 keep_top_context=False, **kwargs):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         if not 0.0 <= default_threshold <= 1.0:
@@ -31,6 +32,8 @@ class PruningEncoderConfig(PretrainedConfig):
         self.mode = mode
         # The keep threshold prune() uses when none is given; `jace evaluate-pruner --save-threshold` sets it.
         self.default_threshold = default_threshold
+        # Whether prune() keeps the best sentence of a query's top-ranked context when none passes the threshold.
+        self.keep_top_context = bool(keep_top_context)
         if isinstance(backbone_config, PretrainedConfig):
             backbone_config = backbone_config.to_dict()
         self.backbone_config = backbone_config or {}
