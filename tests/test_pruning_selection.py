@@ -26,3 +26,8 @@ def test_without_rerank_scores_the_context_with_the_best_sentence_is_the_top():
 @pytest.mark.parametrize("keep_top_context", [False, True])
 def test_no_contexts_gives_no_masks(keep_top_context):
     assert keep_masks([], 0.5, keep_top_context=keep_top_context) == []
+
+
+def test_a_rerank_score_count_that_does_not_match_the_contexts_is_an_error():
+    with pytest.raises(ValueError, match="1 rerank score"):
+        keep_masks([[0.2], [0.3]], 0.5, scores=[0.9], keep_top_context=True)

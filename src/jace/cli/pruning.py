@@ -188,10 +188,10 @@ def evaluate_pruner(
     encoder = PruningEncoder.from_pretrained(model, device=device, dtype=dtype)
     rows = read_rows(data)
     thresholds = sorted({*DEFAULT_THRESHOLDS, encoder.default_threshold})  # the sweep always shows the model's own default
-    keep_top_context = encoder.keep_top_context if keep_top_context is None else keep_top_context
     result = evaluate_rows(encoder, rows, thresholds, batch_size=batch_size, target_has_answer=target_has_answer,
                            keep_top_context=keep_top_context)  # fmt: skip
     result["default_threshold"] = encoder.default_threshold
+    keep_top_context = result["keep_top_context"]  # the flag, or the model's saved setting
     typer.echo(format_sweep(result))
     if baselines:
         result["baselines"] = {

@@ -26,7 +26,7 @@ def evaluate_rows(
     batch_size: int = 16,
     k: int = 3,
     target_has_answer: float | None = None,
-    keep_top_context: bool = False,
+    keep_top_context: bool | None = None,
 ) -> dict[str, Any]:
     """Run the model once, then score every threshold from the same sentence probabilities.
 
@@ -39,9 +39,11 @@ def evaluate_rows(
     texts (one definition: the share of sentence characters removed), and sentence-level F2 on
     relevant texts. Reranking (threshold-free): MRR and nDCG@k of each query's texts by rerank
     score, over queries where ranking is defined (two or more texts, not all of one label); the
-    others are counted as ``n_queries_unrankable``. ``keep_top_context`` applies
-    :func:`~jace.pruning.selection.keep_masks`' floor at every threshold, as ``prune()`` would.
+    others are counted as ``n_queries_unrankable``. ``keep_top_context`` (default: the model's saved
+    setting, as for ``prune()``) applies :func:`~jace.pruning.selection.keep_masks`' floor at every
+    threshold; the report records the setting it used.
     """
+    keep_top_context = encoder.keep_top_context if keep_top_context is None else keep_top_context
     results = encoder.prune_batch(
         [(row["query"], row["texts"]) for row in rows], threshold=0.0, batch_size=batch_size,
         sentence_spans=[row["context_spans"] for row in rows], keep_top_context=False,
@@ -134,7 +136,7 @@ def _report(rows, results, thresholds, *, k: int, target_has_answer: float | Non
     return report
 
 
-def _at_threshold(rows: Sequence[dict[str, Any]], results: list, threshold: float, keep_top_context: bool = False) -> dict[str, Any]:
+def _at_threshold(rows: Sequence[dict[str, Any]], results: list, threshold: float, keep_top_context: bool) -> dict[str, Any]:
     has_answer, comp_rel, comp_irr, truth, predicted = [], [], [], [], []
     for row, per_text in zip(rows, results):
         masks = keep_masks([r.sentence_probabilities for r in per_text], threshold,
@@ -174,11 +176,12 @@ def save_default_threshold(encoder: PruningEncoder, folder: str | Path, report: 
         raise FileNotFoundError(f"{folder}: --save-threshold needs a local PruningEncoder folder.")
     if encoder.quantized or encoder.dtype != torch.float32:  # evaluated in bf16/int8: re-save the exact fp32 weights
         encoder = type(encoder).from_pretrained(folder, device="cpu", dtype="float32")
+    keep_top_context = bool(report.get("keep_top_context", False))
     encoder.model.config.default_threshold = float(chosen["threshold"])
-    encoder.model.config.keep_top_context = bool(report.get("keep_top_context", False))
+    encoder.model.config.keep_top_context = keep_top_context
     encoder.metadata["evaluation"] = {
         "data": str(data), "queries": report["n_queries"], "target_has_answer": report["target_has_answer"],
-        "keep_top_context": bool(report.get("keep_top_context", False)),
+        "keep_top_context": keep_top_context,
         "at_default_threshold": chosen, **{k: v for k, v in report.items() if k.startswith(("mrr", "ndcg"))},
     }  # fmt: skip
     return encoder.save_pretrained(folder, overwrite=True)

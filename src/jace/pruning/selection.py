@@ -26,10 +26,12 @@ def keep_masks(
         >>> keep_masks([[0.02, 0.04], [0.01, 0.3]], 0.5, scores=[0.9, 0.2], keep_top_context=True)
         [[False, True], [False, False]]
     """
+    if scores is not None and len(scores) != len(probabilities):
+        raise ValueError(f"keep_masks: {len(scores)} rerank score(s) for {len(probabilities)} context(s); give one per context.")
     masks = [[p > threshold for p in probs] for probs in probabilities]
     if not keep_top_context or not masks:
         return masks
-    if scores is not None and len(scores) == len(masks) and all(s is not None and math.isfinite(s) for s in scores):
+    if scores is not None and all(s is not None and math.isfinite(s) for s in scores):
         top = int(np.argmax(np.asarray(scores, dtype=float)))
     else:
         top = int(np.argmax([max(probs) if len(probs) else -math.inf for probs in probabilities]))
