@@ -139,6 +139,21 @@ def test_prune_without_a_threshold_uses_the_pruners_saved_default(server, pruner
         assert got["kept_sentences"] == [i for i, p in enumerate(want.sentence_probabilities) if p > 0.6]
 
 
+def test_prune_keep_top_context_per_request_matches_prune(server, pruner_dir):
+    from jace.pruning import PruningEncoder
+
+    encoder = PruningEncoder.from_pretrained(pruner_dir, device="cpu")
+    assert not encoder.keep_top_context  # the fixture's saved setting: off
+    body = {"query": QUERY, "contexts": TEXTS, "threshold": 1.0}  # no sentence passes 1.0
+    off = server.post("/prune", body).json()["results"]
+    on = server.post("/prune", {**body, "keep_top_context": True}).json()["results"]
+    assert all(result["kept_sentences"] == [] for result in off)
+    assert sum(len(result["kept_sentences"]) for result in on) == 1, "only the top context keeps its best sentence"
+    for got, want in zip(on, encoder.prune(QUERY, TEXTS, threshold=1.0, keep_top_context=True)):
+        assert got["kept_sentences"] == want.kept_indices
+        assert got["pruned_context"] == want.pruned_context
+
+
 def test_health_info_metrics_page_and_openapi(server):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     info = httpx.get(server.url + "/info").json()

@@ -196,6 +196,7 @@ def create_app(engine: Engine, settings: ServerSettings) -> FastAPI:
         async with admit():
             try:
                 results = await engine.prune(body.query, body.contexts, threshold=body.threshold,
+                                             keep_top_context=body.keep_top_context,
                                              timeout=settings.request_timeout)  # fmt: skip
             except asyncio.TimeoutError:
                 raise HTTPException(504, f"the request took longer than {settings.request_timeout:g} s.") from None

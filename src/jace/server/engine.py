@@ -114,14 +114,16 @@ class Engine:
         return await self._submit("score", (raw_scores, original_scale), list(pairs), len(pairs), tokens, timeout)
 
     async def prune(self, query: str, contexts: Sequence[str], *, threshold: float | None = None,
-                    tokens: int = 0, timeout: float | None = None) -> list[PruningResult]:  # fmt: skip
+                    keep_top_context: bool | None = None, tokens: int = 0,
+                    timeout: float | None = None) -> list[PruningResult]:  # fmt: skip
         """Pruning results (with rerank scores) of ``contexts`` for ``query``, in order.
 
-        ``threshold`` None uses the pruner's saved default threshold.
+        ``threshold`` and ``keep_top_context`` None use the pruner's saved settings
+        (:meth:`~jace.pruning.encoder.PruningEncoder.prune_batch`).
         """
         if self.pruner is None:
             raise LookupError("no pruner is loaded; start the server with --pruner FOLDER (or a PruningEncoder as MODEL).")
-        return await self._submit("prune", (threshold,), (query, list(contexts)), len(contexts), tokens, timeout)
+        return await self._submit("prune", (threshold, keep_top_context), (query, list(contexts)), len(contexts), tokens, timeout)
 
     # ---- worker ------------------------------------------------------------------------------
 
@@ -161,8 +163,8 @@ class Engine:
             else:
                 items = [job.payload for job in jobs]
                 self.on_batch(kind, sum(job.size for job in jobs), sum(job.tokens for job in jobs))
-                answers = self.pruner.prune_batch(items, threshold=key[0], batch_size=self.batch_size,  # type: ignore[union-attr]
-                                                  show_progress_bar=False)  # fmt: skip
+                answers = self.pruner.prune_batch(items, threshold=key[0], keep_top_context=key[1],  # type: ignore[union-attr]
+                                                  batch_size=self.batch_size, show_progress_bar=False)  # fmt: skip
         except Exception as error:  # noqa: BLE001 - handed to every request of the group
             for job in jobs:
                 job.loop.call_soon_threadsafe(_settle, job.future, None, error)

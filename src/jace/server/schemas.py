@@ -75,6 +75,8 @@ class PruneRequest(_Strict):
     contexts: list[Text] = Field(min_length=1)
     # None: the pruner's saved default threshold (``jace evaluate-pruner --save-threshold``).
     threshold: Optional[float] = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    # None: the pruner's saved setting. True: the top-ranked context keeps at least its best sentence.
+    keep_top_context: Optional[bool] = None
 
 
 class PrunedContext(BaseModel):
