@@ -191,3 +191,33 @@ def test_keep_top_context_found_by_evaluation_is_saved_and_used_by_prune(tiny_be
         assert out.exit_code == 0, out.output
         results = json.loads((tmp_path / "out.jsonl").read_text())["results"]
         assert sum(len(r["kept_indices"]) for r in results) == kept
+
+
+def test_evaluate_pruner_reports_the_starting_rerankers_ranking_on_the_same_rows(tiny_bert_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from jace.cli import app
+    from jace.pruning import PruningEncoder
+    from jace.pruning.evaluation import evaluate_rows, reranker_baseline
+
+    torch.manual_seed(0)
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")  # untrained: its ranking head is the reranker's
+    folder = encoder.save_pretrained(tmp_path / "pruner")
+    texts = ["梅雨は雨季です。北海道には梅雨がない。", "犬です。猫です。", "今日は晴れです。"]
+    rows = [{"query": q, "texts": texts, "labels": labels, "context_spans": [[[0, 8], [8, 19]], [[0, 4], [4, 8]], [[0, 8]]],
+             "context_spans_relevance": [[0, 1], [0, 0], [0]], "answers": ["北海道"]}
+            for q, labels in (("梅雨？", [1, 0, 0]), ("犬？", [0, 1, 0]), ("晴れ？", [0, 0, 1]))]  # fmt: skip
+    pruner = PruningEncoder.from_pretrained(folder, device="cpu")
+    own = evaluate_rows(pruner, rows)
+    baseline = reranker_baseline(tiny_bert_dir, rows, like=pruner)
+    assert baseline["mrr"] == pytest.approx(own["mrr"]) and baseline["ndcg@3"] == pytest.approx(own["ndcg@3"])
+    assert 0 < baseline["mrr"] <= 1 and baseline["model"] == str(tiny_bert_dir)
+    data = tmp_path / "held.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    result = CliRunner().invoke(app, ["evaluate-pruner", "--model", str(folder), "--data", str(data), "--reranker", str(tiny_bert_dir),
+                                      "--report", str(tmp_path / "r.json"), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    reported = json.loads((tmp_path / "r.json").read_text())["baselines"]["reranker"]
+    assert reported["mrr"] == pytest.approx(own["mrr"]) and f"reranker {tiny_bert_dir}" in result.output

@@ -154,7 +154,8 @@ def train_pruner(
 @app.command(
     "evaluate-pruner",
     epilog="Examples:\n\n  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --report r.json --plot sweep.png\n\n"
-    "  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --target-has-answer 0.95 --save-threshold --baselines",
+    "  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --target-has-answer 0.95 --save-threshold --baselines\n\n"
+    "  jace evaluate-pruner --model runs/pruner/final --data data/heldout.jsonl --reranker runs/ja-reranker/final",
 )
 def evaluate_pruner(
     model: str = typer.Option(..., "--model", help="PruningEncoder folder."),
@@ -170,6 +171,10 @@ def evaluate_pruner(
         "keep probabilities and rerank scores; threshold 0 = keep all) and the label oracle (keeps exactly the labelled "
         "sentences: the most compression any pruner can reach while keeping them)."
     ),
+    reranker: Optional[str] = typer.Option(
+        None, "--reranker", help="Also report the MRR and nDCG of this plain reranker (hub id or folder; e.g. the one the pruner "
+        "was trained from) on the same rows, through the pruner's windows and precision, under 'baselines' in the report."
+    ),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     keep_top_context: Optional[bool] = KeepTopContextOption,
     device: Optional[str] = DeviceOption,
@@ -179,7 +184,9 @@ def evaluate_pruner(
     from jace.metrics import save_report
     from jace.pruning.data import read_rows
     from jace.pruning.encoder import PruningEncoder
-    from jace.pruning.evaluation import DEFAULT_THRESHOLDS, evaluate_rows, format_sweep, label_oracle, plot_sweep, random_baseline, save_default_threshold
+    from jace.pruning.evaluation import (
+        DEFAULT_THRESHOLDS, evaluate_rows, format_sweep, label_oracle, plot_sweep, random_baseline, reranker_baseline, save_default_threshold,
+    )  # fmt: skip
 
     if target_has_answer is not None and not 0.0 < target_has_answer <= 1.0:
         raise ValueError(f"--target-has-answer must be in (0, 1], got {target_has_answer}.")
@@ -204,6 +211,11 @@ def evaluate_pruner(
             f"\nlabel oracle (keeps exactly the labelled sentences): has-answer {oracle['has_answer_rate']:.3f}, "
             f"compression {oracle['compression_relevant']:.3f} / {oracle['compression_irrelevant']:.3f}"
         )
+    if reranker:
+        ranking = result.setdefault("baselines", {})["reranker"] = reranker_baseline(reranker, rows, like=encoder, batch_size=batch_size)
+        typer.echo("\n" + "  ".join(f"{key} {ranking[key]:.3f} (pruner {result[key]:.3f})" for key in ranking
+                                     if key.startswith(("mrr", "ndcg")) and ranking[key] is not None)
+                   + f"  <- reranker {reranker}, same rows, windows and precision")  # fmt: skip
     if report:
         save_report(result, report)
     if plot:

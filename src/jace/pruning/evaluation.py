@@ -88,6 +88,28 @@ def label_oracle(rows: Sequence[dict[str, Any]], *, k: int = 3) -> dict[str, Any
     return _report(rows, results, (0.5,), k=k, target_has_answer=None)
 
 
+def reranker_baseline(
+    reranker: str | Path, rows: Sequence[dict[str, Any]], *, like: PruningEncoder, batch_size: int = 16, k: int = 3
+) -> dict[str, Any]:
+    """Ranking metrics of a plain reranker (such as the one a pruner was trained from) on the same rows.
+
+    The reranker is scored through ``like``'s windows, length limits, device and precision, so its
+    MRR and nDCG@k compare directly with the pruner's: Provence-style training should keep the
+    pruner's ranking within about 0.01 of the reranker it started from.
+
+    Example:
+        >>> pruner = PruningEncoder.from_pretrained("runs/pruner/final")  # doctest: +SKIP
+        >>> reranker_baseline("runs/ja-reranker/final", read_rows("heldout.jsonl"), like=pruner)["mrr"]  # doctest: +SKIP
+        0.98
+    """
+    encoder = PruningEncoder.from_backbone(
+        reranker, device=str(like.device), dtype="int8" if like.quantized else like.dtype,
+        max_length=like.max_length, max_query_tokens=like.max_query_tokens,
+    )  # fmt: skip
+    report = evaluate_rows(encoder, rows, (0.5,), batch_size=batch_size, k=k, keep_top_context=False)
+    return {"model": str(reranker), **{key: value for key, value in report.items() if key.startswith(("mrr", "ndcg", "n_queries"))}}
+
+
 def _fixed_results(
     rows: Sequence[dict[str, Any]],
     keep_probabilities: Callable[[list[tuple[int, int]], list[int]], list[float]],
