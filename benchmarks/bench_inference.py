@@ -222,7 +222,7 @@ def where_time_goes(clients: dict, pairs, tokenizer, threads: int) -> None:
     start = time.perf_counter()
     encode_pairs(tokenizer, pairs, 512)
     tokenize_s = time.perf_counter() - start
-    groups = {"int8 matmul": ("aten::_int_mm",), "float matmul": ("aten::addmm", "aten::mm", "aten::bmm"),
+    groups = {"int8 matmul": ("aten::_int_mm", "quantized::linear_dynamic"), "float matmul": ("aten::addmm", "aten::mm", "aten::bmm"),
               "attention": ("aten::_scaled_dot_product", "aten::softmax", "aten::_softmax")}  # fmt: skip
     for label, client in clients.items():
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -260,9 +260,9 @@ def main() -> None:
     pairs = list(zip(frame.odai, frame.response))
     train = pd.read_csv(data_file("humor_train.csv")).sample(300, random_state=0)
     calibration = list(zip(train.odai, train.response))
-    from jace.quantization import int8_kernel
+    from jace.quantization import int8_gemm, int8_kernel
 
-    print(machine(), f"| int8 kernel family: {int8_kernel()}")
+    print(machine(), f"| int8 kernel family: {int8_kernel()}, GEMM: {int8_gemm()}")
     peaks = {}
     for threads in args.threads:
         torch.set_num_threads(threads)

@@ -71,10 +71,19 @@ def interleaved(methods: dict[str, Callable[[], object]], repeats: int, warm: bo
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    """Measured FLOP/s (int8: ops/s of ``torch._int_mm``, jace's int8 kernel) of a square matmul on this machine and thread count."""
+    """Measured FLOP/s of a square matmul on this machine and thread count (int8: ops/s of the integer
+    GEMM jace's ``Int8Linear`` uses on this CPU, ``jace.quantization.int8_gemm()``)."""
     if dtype == torch.int8:
-        a, b = (torch.randint(-127, 127, (n, n), dtype=torch.int8) for _ in range(2))
-        multiply = torch._int_mm
+        from jace.quantization import Int8Linear, int8_gemm
+
+        if int8_gemm() == "fbgemm":
+            layer = Int8Linear(n, n, bias=False, outliers=0, gemm="fbgemm")
+            layer.weight_t.copy_(torch.randint(-127, 127, (n, n), dtype=torch.int8))
+            a, b = torch.randint(-63, 63, (n, n)).float(), torch.ones(n, 1)
+            multiply = layer._fbgemm_product  # the integer product alone, without the per-token scaling around it
+        else:
+            a, b = (torch.randint(-127, 127, (n, n), dtype=torch.int8) for _ in range(2))
+            multiply = torch._int_mm
     else:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         multiply = torch.matmul

@@ -62,9 +62,9 @@ def main() -> None:
     os.environ.setdefault("JACE_CACHE_DIR", tempfile.mkdtemp())
     from jace.data import HUMOR, PairColumns, load_humor, load_pairs
     from jace.device import cpu_has_native_bf16, resolve_dtype
-    from jace.quantization import int8_kernel
+    from jace.quantization import int8_gemm, int8_kernel
 
-    print(machine(), f"| int8 kernel family: {int8_kernel()} | dtype='auto' on this CPU: {resolve_dtype('auto', torch.device('cpu'))}")
+    print(machine(), f"| int8 kernel family: {int8_kernel()}, GEMM: {int8_gemm()} | dtype='auto' on this CPU: {resolve_dtype('auto', torch.device('cpu'))}")
     if not cpu_has_native_bf16():
         print("note: no native bf16 here; bf16 figures are exact in value but slow to compute")
     rows = []

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jace.quantization import Int8Linear, int8_kernel
+from jace.quantization import Int8Linear, int8_gemm, int8_kernel
 from jace.scoring import RerankerCrossEncoderClient
 
 
@@ -105,3 +105,45 @@ def test_pruning_encoder_int8_prunes_like_fp32_and_reads_its_cache(tiny_bert_dir
     assert [r.sentence_probabilities for r in again.prune(query, contexts)] == [r.sentence_probabilities for r in int8.prune(query, contexts)]
     with pytest.raises(ValueError, match="cannot be trained"):
         train_pruning_encoder(int8, [], tmp_path / "run")
+
+
+@pytest.mark.parametrize("gemm", ["int_mm", "fbgemm"])
+def test_each_int8_gemm_computes_the_exact_integer_product_of_per_token_quantized_activations(gemm):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40)
+    x = torch.randn(21, 96)
+    x[:, 5] *= 80
+    layer = Int8Linear.from_linear(linear, outliers=4, gemm=gemm)
+    given = x.clone()
+    assert layer.levels == (63 if gemm == "fbgemm" else 127)  # FBGEMM's AVX2 kernel stays exact with 7-bit activations
+    rest = x.double().clone()
+    channels = torch.maximum(rest.amax(0), -rest.amin(0)).topk(4).indices
+    kept = rest[:, channels].clone()
+    rest[:, channels] = 0
+    scale = torch.maximum(rest.amax(1, keepdim=True), -rest.amin(1, keepdim=True)) / layer.levels
+    weight = layer.weight_t.double()
+    expected = ((rest / scale).round() @ weight * scale + kept @ weight[channels]) * layer.weight_scale.double() + linear.bias.double()
+    assert torch.allclose(layer(x).double(), expected, rtol=1e-5, atol=1e-4)
+    assert torch.equal(x, given)  # the outlier channels zeroed during the call are restored
+
+
+def test_fbgemm_int8_linear_repacks_after_new_weights_are_loaded():
+    torch.manual_seed(1)
+    layer = Int8Linear.from_linear(torch.nn.Linear(32, 8), gemm="fbgemm")
+    x = torch.randn(5, 32)
+    first = layer(x)
+    other = Int8Linear.from_linear(torch.nn.Linear(32, 8), gemm="fbgemm")
+    layer.load_state_dict(other.state_dict())  # as the int8 cache does
+    assert torch.equal(layer(x), other(x)) and not torch.allclose(layer(x), first)
+
+
+def test_int8_gemm_follows_the_cpu_kernel_family_and_the_environment(monkeypatch):
+    assert int8_gemm("avx2") == "fbgemm"  # torch._int_mm has no fast kernel without VNNI
+    assert int8_gemm("avx512_vnni") == int8_gemm("amx") == "int_mm"
+    monkeypatch.setenv("JACE_INT8_GEMM", "int_mm")
+    assert int8_gemm() == "int_mm"
+    monkeypatch.setenv("JACE_INT8_GEMM", "cublas")
+    with pytest.raises(ValueError, match="JACE_INT8_GEMM"):
+        int8_gemm()
+    with pytest.raises(ValueError, match="gemm must be one of"):
+        Int8Linear(4, 4, gemm="cublas")

@@ -1,9 +1,15 @@
 """int8 CPU inference: int8 linear layers with per-token activation scales, cached on disk.
 
 Every ``nn.Linear`` of the encoder becomes an :class:`Int8Linear`: int8 weights (one scale per
-output channel) times int8 activations (one scale per token), through PyTorch's int8 GEMM
-(``torch._int_mm``, oneDNN: VNNI or AMX where the CPU has them; :func:`int8_kernel` names the
-family). The heads stay in fp32, so scores keep their scale.
+output channel) times int8 activations (one scale per token). The heads stay in fp32, so scores
+keep their scale. The integer product runs on the kernel this CPU has (:func:`int8_gemm`):
+
+* VNNI or AMX: ``torch._int_mm`` (oneDNN, signed 8-bit activations).
+* AVX2 without VNNI: ``torch._int_mm`` falls back to a reference loop there (measured 1 GOP/s,
+  ~40× slower than fp32), so jace runs the same integer product through FBGEMM's AVX2 kernel
+  (``quantized::linear_dynamic``) instead, with 7-bit activations so that its 16-bit
+  multiply-adds cannot saturate. The product is exact: each token's integers pass through
+  FBGEMM's own quantization unchanged (scale 1, zero point 64, pinned by two guard rows).
 
 Why not ``torch.ao.quantization.quantize_dynamic``: it gives a whole batch *one* activation scale,
 and transformer activations carry a few channels far larger than the rest, so most channels are
@@ -37,6 +43,26 @@ HEAD_NAMES = ("classifier", "score", "out_proj", "ranking_head", "pruning_head")
 #: (measured: 0 → Spearman 0.9948 with fp32, 4 → 0.9994, 16 → 0.9994, 32 → 0.9995 on 500 humor pairs).
 DEFAULT_OUTLIERS = 8
 _CACHE_FORMAT = "2"
+GEMMS = ("int_mm", "fbgemm")
+
+
+def int8_gemm(kernel: str | None = None) -> str:
+    """The integer GEMM :class:`Int8Linear` uses for a CPU kernel family (default: this CPU's).
+
+    ``"fbgemm"`` on AVX2 without VNNI (where ``torch._int_mm`` has no fast kernel), else ``"int_mm"``.
+    ``$JACE_INT8_GEMM`` (``int_mm`` or ``fbgemm``) overrides the choice.
+
+    Example:
+        >>> int8_gemm("avx512_vnni"), int8_gemm("avx2")
+        ('int_mm', 'fbgemm')
+    """
+    chosen = os.environ.get("JACE_INT8_GEMM") if kernel is None else None
+    if chosen:
+        if chosen not in GEMMS:
+            raise ValueError(f"JACE_INT8_GEMM must be one of {GEMMS}, got {chosen!r}.")
+        return chosen
+    kernel = int8_kernel() if kernel is None else kernel
+    return "fbgemm" if kernel == "avx2" and "fbgemm" in torch.backends.quantized.supported_engines else "int_mm"
 
 
 def int8_kernel() -> str:
@@ -60,18 +86,25 @@ class Int8Linear(torch.nn.Module):
     product and multiplied in fp32 instead, so one large channel cannot flatten a token's scale.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, outliers: int = DEFAULT_OUTLIERS) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, outliers: int = DEFAULT_OUTLIERS,
+                 gemm: str | None = None) -> None:  # fmt: skip
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.outliers = min(outliers, in_features)
+        self.gemm = int8_gemm() if gemm is None else gemm
+        if self.gemm not in GEMMS:
+            raise ValueError(f"gemm must be one of {GEMMS}, got {self.gemm!r}.")
+        # Largest activation integer: FBGEMM's AVX2 kernel needs 7 bits to stay exact (see the module docstring).
+        self.levels = 63 if self.gemm == "fbgemm" else 127
+        self._packed: tuple[int, object] | None = None  # (weight_t's version, FBGEMM's packed weight)
         self.register_buffer("weight_t", torch.zeros(in_features, out_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     @classmethod
-    def from_linear(cls, linear: torch.nn.Linear, outliers: int = DEFAULT_OUTLIERS) -> "Int8Linear":
+    def from_linear(cls, linear: torch.nn.Linear, outliers: int = DEFAULT_OUTLIERS, gemm: str | None = None) -> "Int8Linear":
         """Quantize a float linear layer (symmetric, one scale per output channel)."""
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, outliers)
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, outliers, gemm)
         weight = linear.weight.detach().float().cpu()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
         layer.weight_t.copy_(torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).t())
@@ -90,12 +123,14 @@ class Int8Linear(torch.nn.Module):
             channels = torch.maximum(x.amax(dim=0), x.amin(dim=0).neg_()).topk(self.outliers).indices
             kept = x[:, channels]
             x.index_fill_(1, channels, 0.0)  # x may be the caller's tensor: restored below
-        scale = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_()).clamp_(min=1e-12).div_(127)
-        quantized = x.div(scale).round_().to(torch.int8)
+        scale = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_()).clamp_(min=1e-12).div_(self.levels)
+        if self.gemm == "fbgemm":
+            y = self._fbgemm_product(x, scale)
+        else:
+            y = torch._int_mm(x.div(scale).round_().to(torch.int8), self.weight_t).float()
+        y.mul_(scale)
         if channels is not None:
             x.index_copy_(1, channels, kept)
-        y = torch._int_mm(quantized, self.weight_t).float().mul_(scale)
-        if channels is not None:
             y.addmm_(kept, self.weight_t[channels].float())  # the outlier channels' product, in fp32
         if self.bias is not None:
             torch.addcmul(self.bias, y, self.weight_scale, out=y)
@@ -103,8 +138,35 @@ class Int8Linear(torch.nn.Module):
             y.mul_(self.weight_scale)
         return y.reshape(*leading, self.out_features)
 
+    def _fbgemm_product(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``round(x / scale) @ weight_t`` (int32-exact, as fp32) through FBGEMM's dynamic linear."""
+        rows = x.shape[0]
+        integers = x.new_zeros(rows + 2, self.in_features)
+        torch.div(x, scale, out=integers[:rows]).round_()
+        # Guard rows pin FBGEMM's per-tensor range to [-64, 63]: scale 1, zero point 64, so it quantizes our integers unchanged.
+        integers[rows, 0], integers[rows + 1, 0] = -(self.levels + 1), self.levels
+        return torch.ops.quantized.linear_dynamic(integers, self._packed_weight(), True)[:rows]
+
+    def _packed_weight(self) -> object:
+        version = self.weight_t._version
+        if self._packed is None or self._packed[0] != version:  # (re)pack after loading new weights
+            channels = self.out_features
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # quantized tensor creation is deprecated, not gone (torch 2.13)
+                weight = torch._make_per_channel_quantized_tensor(
+                    self.weight_t.t().contiguous(), torch.ones(channels, dtype=torch.double), torch.zeros(channels, dtype=torch.long), 0
+                )
+                engine = torch.backends.quantized.engine
+                try:
+                    torch.backends.quantized.engine = "fbgemm"
+                    packed = torch.ops.quantized.linear_prepack(weight, None)
+                finally:
+                    torch.backends.quantized.engine = engine
+            self._packed = (version, packed)
+        return self._packed[1]
+
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, outliers={self.outliers}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, outliers={self.outliers}, gemm={self.gemm}"
 
 
 def _encoder_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Linear]]:
