@@ -5,10 +5,10 @@ noise hits all alike), at each thread count given. Peers:
 
 * ``CrossEncoder.predict`` (PyTorch fp32), sentence-transformers' default backend.
 * ONNX Runtime fp32 and int8: what ``CrossEncoder(..., backend="onnx")`` and
-  ``export_dynamic_quantized_onnx_model(..., "avx512_vnni")`` run. Their helper (optimum-onnx)
+  ``export_dynamic_quantized_onnx_model(..., "avx512_vnni")`` (``"avx2"`` on CPUs without VNNI) run. Their helper (optimum-onnx)
   cannot be installed beside the pinned transformers, so the same graph is built directly: a
   ``torch.onnx`` export of the model, ONNX Runtime's ``quantize_dynamic`` with the avx512_vnni
-  settings (int8 symmetric per-channel weights, uint8 activations, MatMul), fed as
+  (or avx2) settings (int8 symmetric per-channel weights, uint8 activations, MatMul), fed as
   ``CrossEncoder.predict`` feeds a backend: sorted longest first by characters, batches of 32.
 * OpenVINO fp32 (precision hint f32), OpenVINO at its default precision hint (bf16 on CPUs with
   native bf16), and OpenVINO int8 (NNCF static quantization, 300 calibration pairs from the humor
@@ -103,13 +103,23 @@ def onnx_export(folder: str, out_dir: Path) -> tuple[Path, list[str]]:
     return path, names
 
 
-def ort_int8(path: Path) -> Path:
-    """ONNX Runtime dynamic int8 with the avx512_vnni settings of optimum's AutoQuantizationConfig."""
+def ort_int8(path: Path) -> tuple[Path, str]:
+    """ONNX Runtime dynamic int8 with the settings of optimum's AutoQuantizationConfig for this CPU.
+
+    ``avx512_vnni`` (int8 weights) where the CPU has VNNI, else ``avx2`` (uint8 weights), as a user
+    of ``export_dynamic_quantized_onnx_model(model, config)`` would pick; both symmetric per-channel
+    weights, uint8 activations, MatMul, full range.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out = path.with_name("model_qint8_avx512_vnni.onnx")
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False, op_types_to_quantize=["MatMul"])
-    return out
+    from jace.quantization import int8_kernel
+
+    config = "avx512_vnni" if int8_kernel() in ("amx", "avx512_vnni", "avx_vnni") else "avx2"
+    weights = QuantType.QInt8 if config == "avx512_vnni" else QuantType.QUInt8
+    out = path.with_name(f"model_qint8_{config}.onnx")
+    quantize_dynamic(str(path), str(out), weight_type=weights, per_channel=True, reduce_range=False, op_types_to_quantize=["MatMul"],
+                     extra_options={"WeightSymmetric": True})  # fmt: skip
+    return out, config
 
 
 def predict_like_cross_encoder(run, tokenizer, names, pairs, batch_size: int = 32) -> list[float]:
@@ -181,7 +191,7 @@ def bench(name: str, folder: str, pairs, calibration, thread_counts: list[int], 
         clients["jace bf16"] = RerankerCrossEncoderClient(folder, device="cpu", dtype="bfloat16")
     ce = CrossEncoder(folder, device="cpu", max_length=512)
     onnx_path, names = onnx_export(folder, work)
-    int8_path = ort_int8(onnx_path)
+    int8_path, int8_config = ort_int8(onnx_path)
     calib = [{n: v.astype(np.int64) for n, v in tokenizer([q], [p], truncation=True, max_length=512, return_tensors="np").items() if n in names}
              for q, p in calibration]  # fmt: skip
     ov_fp32, ov_int8 = openvino_model(onnx_path), openvino_model(onnx_path, calib)
@@ -193,7 +203,7 @@ def bench(name: str, folder: str, pairs, calibration, thread_counts: list[int], 
         torch.set_num_threads(threads)
         methods = {label: (lambda c=c: c.run(pairs, show_progress_bar=False)) for label, c in clients.items()}
         methods["ST CrossEncoder (torch fp32)"] = lambda: ce.predict(pairs, batch_size=32, show_progress_bar=False)
-        for label, runner in (("ST onnx fp32 (ORT)", ort_runner(onnx_path, threads)), ("ST onnx int8 avx512_vnni (ORT)", ort_runner(int8_path, threads))):
+        for label, runner in (("ST onnx fp32 (ORT)", ort_runner(onnx_path, threads)), (f"ST onnx int8 {int8_config} (ORT)", ort_runner(int8_path, threads))):
             methods[label] = lambda r=runner: predict_like_cross_encoder(r, tokenizer, names, pairs)
         for label, model, hint in (("ST openvino fp32", ov_fp32, "f32"), ("ST openvino default hint", ov_fp32, None), ("ST openvino int8 (NNCF)", ov_int8, None)):
             runner, precision = openvino_runner(model, threads, hint)

@@ -5,8 +5,8 @@ output channel) times int8 activations (one scale per token). The heads stay in 
 keep their scale. The integer product runs on the kernel this CPU has (:func:`int8_gemm`):
 
 * VNNI or AMX: ``torch._int_mm`` (oneDNN, signed 8-bit activations).
-* AVX2 without VNNI: ``torch._int_mm`` falls back to a reference loop there (measured 1 GOP/s,
-  ~40× slower than fp32), so jace runs the same integer product through FBGEMM's AVX2 kernel
+* AVX2 without VNNI: ``torch._int_mm`` has no fast kernel there (measured 1 GOP/s; a whole e5
+  model ran 55× slower than in fp32), so jace runs the same integer product through FBGEMM's AVX2 kernel
   (``quantized::linear_dynamic``) instead, with 7-bit activations so that its 16-bit
   multiply-adds cannot saturate. The product is exact: each token's integers pass through
   FBGEMM's own quantization unchanged (scale 1, zero point 64, pinned by two guard rows).
@@ -141,8 +141,9 @@ class Int8Linear(torch.nn.Module):
     def _fbgemm_product(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``round(x / scale) @ weight_t`` (int32-exact, as fp32) through FBGEMM's dynamic linear."""
         rows = x.shape[0]
-        integers = x.new_zeros(rows + 2, self.in_features)
+        integers = x.new_empty(rows + 2, self.in_features)
         torch.div(x, scale, out=integers[:rows]).round_()
+        integers[rows:].zero_()
         # Guard rows pin FBGEMM's per-tensor range to [-64, 63]: scale 1, zero point 64, so it quantizes our integers unchanged.
         integers[rows, 0], integers[rows + 1, 0] = -(self.levels + 1), self.levels
         return torch.ops.quantized.linear_dynamic(integers, self._packed_weight(), True)[:rows]
