@@ -15,43 +15,30 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 import torch
 
-from common import data_file, interleaved, machine
+from common import data_file, integer_gemm, interleaved, machine, timed
 
 SHAPES = ((2048, 384, 1536), (2048, 1536, 384), (2048, 384, 384))  # e5-small: FFN in, FFN out, attention
 
 
-def timed(fn, repeats: int = 5) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
-
-
 def kernels(threads: int) -> None:
     from jace.device import cpu_has_native_bf16
-    from jace.quantization import Int8Linear
 
     torch.set_num_threads(threads)
     for rows, inputs, outputs in SHAPES:
         ops = 2 * rows * inputs * outputs
         x, weight = torch.randn(rows, inputs), torch.randn(outputs, inputs)
-        layer = Int8Linear(inputs, outputs, bias=False, outliers=0, gemm="fbgemm")
-        layer.weight_t.copy_(torch.randint(-127, 128, (inputs, outputs), dtype=torch.int8))
-        integers = torch.randint(-63, 64, (rows, inputs)).float()
-        ones = torch.ones(rows, 1)
-        exact = torch.equal(layer._fbgemm_product(integers, ones).double(), integers.double() @ layer.weight_t.double())
-        a8 = torch.randint(-127, 128, (rows, inputs), dtype=torch.int8)
+        int_mm = integer_gemm(rows, inputs, outputs, "int_mm")[0]
+        fbgemm, activations, int8_weight = integer_gemm(rows, inputs, outputs, "fbgemm")
+        exact = torch.equal(fbgemm().double(), activations.double() @ int8_weight.double())
         results = {"fp32 F.linear": timed(lambda: torch.nn.functional.linear(x, weight))}
         if cpu_has_native_bf16():  # emulated bf16 takes seconds per call: see the end-to-end figures instead
             xb, wb = x.bfloat16(), weight.bfloat16()
             results["bf16 F.linear"] = timed(lambda: torch.nn.functional.linear(xb, wb))
-        results["torch._int_mm"] = timed(lambda: torch._int_mm(a8, layer.weight_t), repeats=1)
-        results[f"FBGEMM, 7-bit activations (exact: {exact})"] = timed(lambda: layer._fbgemm_product(integers, ones))
+        results["torch._int_mm"] = timed(int_mm, repeats=1)
+        results[f"FBGEMM, 7-bit activations (exact: {exact})"] = timed(fbgemm)
         for name, seconds in results.items():
             print(f"{threads} thr. {rows}x{inputs}->{outputs}  {name:40s} {seconds * 1e3:9.1f} ms {ops / seconds / 1e9:8.1f} G(FL)OP/s")
 

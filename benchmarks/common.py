@@ -70,25 +70,42 @@ def interleaved(methods: dict[str, Callable[[], object]], repeats: int, warm: bo
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def timed(fn: Callable[[], object], repeats: int = 5) -> float:
+    """Mean seconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def integer_gemm(rows: int, inputs: int, outputs: int, gemm: str) -> tuple[Callable[[], torch.Tensor], torch.Tensor, torch.Tensor]:
+    """jace's integer product on random operands, without the per-token scaling around it.
+
+    Returns ``(call, activations, weight)``: ``call()`` multiplies the integer activations
+    (rows × inputs) by the int8 weight (inputs × outputs), int32-exact, through ``gemm``
+    (``"int_mm"``: ``torch._int_mm``; ``"fbgemm"``: ``Int8Linear``'s FBGEMM path, 7-bit activations).
+    """
+    from jace.quantization import Int8Linear
+
+    weight = torch.randint(-127, 128, (inputs, outputs), dtype=torch.int8)
+    if gemm == "fbgemm":
+        layer = Int8Linear(inputs, outputs, bias=False, outliers=0, gemm="fbgemm")
+        layer.weight_t.copy_(weight)
+        activations, ones = torch.randint(-63, 64, (rows, inputs)).float(), torch.ones(rows, 1)
+        return (lambda: layer._fbgemm_product(activations, ones)), activations, weight
+    activations = torch.randint(-127, 128, (rows, inputs), dtype=torch.int8)
+    return (lambda: torch._int_mm(activations, weight)), activations, weight
+
+
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
     """Measured FLOP/s of a square matmul on this machine and thread count (int8: ops/s of the integer
     GEMM jace's ``Int8Linear`` uses on this CPU, ``jace.quantization.int8_gemm()``)."""
     if dtype == torch.int8:
-        from jace.quantization import Int8Linear, int8_gemm
+        from jace.quantization import int8_gemm
 
-        if int8_gemm() == "fbgemm":
-            layer = Int8Linear(n, n, bias=False, outliers=0, gemm="fbgemm")
-            layer.weight_t.copy_(torch.randint(-127, 127, (n, n), dtype=torch.int8))
-            a, b = torch.randint(-63, 63, (n, n)).float(), torch.ones(n, 1)
-            multiply = layer._fbgemm_product  # the integer product alone, without the per-token scaling around it
-        else:
-            a, b = (torch.randint(-127, 127, (n, n), dtype=torch.int8) for _ in range(2))
-            multiply = torch._int_mm
+        multiply = integer_gemm(n, n, n, int8_gemm())[0]
     else:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        multiply = torch.matmul
-    multiply(a, b)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        multiply(a, b)
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+        multiply = lambda: torch.matmul(a, b)  # noqa: E731
+    return 2 * n**3 / timed(multiply, repeats)
