@@ -386,3 +386,16 @@ def test_evaluation_with_keep_top_context_scores_what_prune_keeps(encoder):
     assert row["compression_irrelevant"] == pytest.approx(irrelevant.compression_rate)
     assert row["has_answer_rate"] == float("梅雨がない" in relevant.pruned_context)
     assert min(relevant.compression_rate, irrelevant.compression_rate) < 1.0  # one of the two kept its best sentence
+
+
+def test_freeze_layers_keeps_the_pruners_bottom_layers_and_leaves_the_model_trainable_after(tiny_bert_no_dropout_dir, tmp_path):
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_no_dropout_dir), device="cpu", max_length=48)
+    backbone = encoder.model.backbone_model
+    before = {name: p.detach().clone() for name, p in backbone.named_parameters()}
+    config = PruningTrainingConfig(max_steps=2, max_length=48, max_query_tokens=8, learning_rate=1e-2, warmup_ratio=0.0,
+                                   freeze_layers=1, freeze_embeddings=False)  # fmt: skip
+    train_pruning_encoder(encoder, [_long_row()] * 2, tmp_path, config=config)
+    changed = {name for name, p in encoder.model.backbone_model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and not any(name.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for name in changed)
+    assert any(name.startswith("bert.encoder.layer.1.") for name in changed)
+    assert all(p.requires_grad for p in encoder.model.parameters())

@@ -148,3 +148,14 @@ def test_int8_gemm_follows_the_cpu_kernel_family_and_the_environment(monkeypatch
         int8_gemm()
     with pytest.raises(ValueError, match="gemm must be one of"):
         Int8Linear(4, 4, gemm="cublas")
+
+
+def test_int8_gemm_takes_fbgemm_on_avx_vnni_and_warns_on_a_cpu_without_a_fast_int8_kernel(monkeypatch):
+    import jace.quantization as quantization
+
+    assert int8_gemm("avx_vnni") == "fbgemm"  # the measured AVX2 kernel, not the unmeasured _int_mm
+    monkeypatch.delenv("JACE_INT8_GEMM", raising=False)
+    monkeypatch.setattr(quantization, "int8_kernel", lambda: "generic")
+    quantization._warn_no_fast_int8.cache_clear()
+    with pytest.warns(RuntimeWarning, match="no fast int8 kernel"):
+        assert int8_gemm() == "int_mm"

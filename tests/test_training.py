@@ -246,6 +246,7 @@ def test_failed_training_leaves_the_client_scoring_as_before(tiny_bert_dir, humo
         ("max_length", 2, "max_length"),
         ("target_modules", (), "target_modules"),
         ("max_steps", 0, "max_steps"),
+        ("freeze_layers", -1, "freeze_layers"),
     ],
 )
 def test_every_config_field_is_validated_when_the_config_is_built(field, value, match):
@@ -399,3 +400,30 @@ def test_only_a_named_local_folder_is_recorded_as_an_absolute_base(tmp_path, mon
     assert portable_base_name("base") == str((tmp_path / "base").resolve())
     assert portable_base_name("org/not-here") == "org/not-here"
     assert portable_base_name("") == ""  # not the working directory
+
+
+def test_freeze_layers_keeps_the_embeddings_and_bottom_layers_and_trains_the_layers_above(tiny_bert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    before = {name: p.detach().clone() for name, p in client.model.named_parameters()}
+    config = LoraTrainingConfig(method="full", freeze_layers=1, max_steps=3, learning_rate=1e-2, per_device_train_batch_size=8)
+    result = client.train_with_lora(humor_frame, None, tmp_path / "full", config=config)
+    changed = {name for name, p in client.model.named_parameters() if not torch.equal(p, before[name])}
+    assert not any(name.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for name in changed)
+    assert any(name.startswith("bert.encoder.layer.1.") for name in changed) and "classifier.weight" in changed
+    assert all(p.requires_grad for p in client.model.parameters())  # the caller's model is left trainable
+    assert json.loads((result.final_dir / "training_summary.json").read_text())["hyperparameters"]["freeze_layers"] == 1
+
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    config = LoraTrainingConfig(freeze_layers=1, max_steps=2, per_device_train_batch_size=8)
+    result = client.train_with_lora(humor_frame, None, tmp_path / "lora", config=config)
+    assert json.loads((result.final_dir / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+    adapted = [name for name, module in client.model.named_modules() if hasattr(module, "lora_A")]
+    assert adapted and all(".layer.1." in name for name in adapted)
+
+
+def test_freeze_layers_that_leave_no_layer_to_train_is_a_clear_error(tiny_bert_dir, humor_frame, tmp_path):
+    for method in ("full", "lora"):
+        client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+        config = LoraTrainingConfig(method=method, freeze_layers=2, max_steps=1)
+        with pytest.raises(ValueError, match="freeze_layers=2 leaves no encoder layer to train: the model has 2; use at most 1"):
+            client.train_with_lora(humor_frame, None, tmp_path / method, config=config)

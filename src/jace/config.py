@@ -132,6 +132,11 @@ class LoraTrainingConfig:
         None, "With --method full: freeze the word-embedding matrix (most of a multilingual backbone's parameters and "
         "optimizer state); default: frozen on CPU, trained on GPU.", flags=("--freeze-embeddings/--train-embeddings",),
     )
+    freeze_layers: int = option(
+        0, "Freeze the embeddings and the bottom N encoder layers (with --method lora, LoRA adapts only the layers above): the backward pass stops above them, so a step "
+        "costs less (a lever for CPU time budgets; measured in docs/benchmarks.md).", lambda v: v >= 0, "must be >= 0",
+        flags=("--freeze-layers",),
+    )
     loss: Literal["bce", "mse"] = option(
         "bce", "'bce': BCE-with-logits against scaled targets; 'mse': MSE between sigmoid(logit) and target.",
         lambda v: v in ("bce", "mse"), "must be 'bce' or 'mse'",
@@ -205,6 +210,11 @@ class PruningTrainingConfig:
         None, "Freeze the word-embedding matrix (most of a multilingual backbone's parameters and optimizer state); "
         "default: frozen on CPU, trained on GPU.", flags=("--freeze-embeddings/--train-embeddings",),
     )
+    freeze_layers: int = option(
+        0, "Freeze the embeddings and the bottom N encoder layers: the backward pass stops above them, so a step "
+        "costs less (a lever for CPU time budgets; measured in docs/benchmarks.md).", lambda v: v >= 0, "must be >= 0",
+        flags=("--freeze-layers",),
+    )
     gradient_checkpointing: bool = option(
         False, "Recompute activations in the backward pass: less memory for more compute.", flags=("--gradient-checkpointing",)
     )
@@ -268,6 +278,11 @@ class RerankerTrainingConfig:
     freeze_embeddings: Optional[bool] = option(
         None, "With --method full: freeze the word-embedding matrix; default: frozen on CPU, trained on GPU.",
         flags=("--freeze-embeddings/--train-embeddings",),
+    )
+    freeze_layers: int = option(
+        0, "Freeze the embeddings and the bottom N encoder layers (with --method lora, LoRA adapts only the layers above): the backward pass stops above them, so a step "
+        "costs less (a lever for CPU time budgets; measured in docs/benchmarks.md).", lambda v: v >= 0, "must be >= 0",
+        flags=("--freeze-layers",),
     )
     budget_minutes: Optional[float] = option(
         None, "Stop training after this many minutes of wall-clock time; the learning-rate schedule is compressed to end "

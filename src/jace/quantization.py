@@ -4,9 +4,10 @@ Every ``nn.Linear`` of the encoder becomes an :class:`Int8Linear`: int8 weights 
 output channel) times int8 activations (one scale per token). The heads stay in fp32, so scores
 keep their scale. The integer product runs on the kernel this CPU has (:func:`int8_gemm`):
 
-* VNNI or AMX: ``torch._int_mm`` (oneDNN, signed 8-bit activations).
-* AVX2 without VNNI: ``torch._int_mm`` has no fast kernel there (measured 1 GOP/s; a whole e5
-  model ran 55× slower than in fp32), so jace runs the same integer product through FBGEMM's AVX2 kernel
+* AVX512-VNNI or AMX: ``torch._int_mm`` (oneDNN, signed 8-bit activations).
+* AVX2, with or without AVX-VNNI: ``torch._int_mm`` has no fast kernel on AVX2 without VNNI
+  (measured 1 GOP/s; a whole e5 model ran 55× slower than in fp32) and is unmeasured on AVX-VNNI,
+  so jace runs the same integer product through FBGEMM's AVX2 kernel
   (``quantized::linear_dynamic``) instead, with 7-bit activations so that its 16-bit
   multiply-adds cannot saturate. The product is exact: each token's integers pass through
   FBGEMM's own quantization unchanged (scale 1, zero point 64, pinned by two guard rows).
@@ -28,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
@@ -55,20 +57,38 @@ GEMMS = ("int_mm", "fbgemm")
 def int8_gemm(kernel: str | None = None) -> str:
     """The integer GEMM :class:`Int8Linear` uses for a CPU kernel family (default: this CPU's).
 
-    ``"fbgemm"`` on AVX2 without VNNI (where ``torch._int_mm`` has no fast kernel), else ``"int_mm"``.
-    ``$JACE_INT8_GEMM`` (``int_mm`` or ``fbgemm``) overrides the choice.
+    ``"int_mm"`` (``torch._int_mm``, oneDNN) where it was measured fast: AVX512-VNNI and AMX.
+    ``"fbgemm"`` on AVX2, with or without AVX-VNNI: ``torch._int_mm`` ran ~1 GOP/s on AVX2 without
+    VNNI, and on AVX-VNNI (256-bit) it is unmeasured, while FBGEMM's AVX2 kernel is measured on both
+    paths of this choice. A CPU without AVX2 has no fast int8 kernel: it gets ``"int_mm"`` and a
+    warning. ``$JACE_INT8_GEMM`` (``int_mm`` or ``fbgemm``) overrides the choice.
 
     Example:
-        >>> int8_gemm("avx512_vnni"), int8_gemm("avx2")
-        ('int_mm', 'fbgemm')
+        >>> int8_gemm("avx512_vnni"), int8_gemm("avx_vnni"), int8_gemm("avx2")
+        ('int_mm', 'fbgemm', 'fbgemm')
     """
     chosen = os.environ.get("JACE_INT8_GEMM") if kernel is None else None
     if chosen:
         if chosen not in GEMMS:
             raise ValueError(f"JACE_INT8_GEMM must be one of {GEMMS}, got {chosen!r}.")
         return chosen
-    kernel = int8_kernel() if kernel is None else kernel
-    return "fbgemm" if kernel == "avx2" and "fbgemm" in torch.backends.quantized.supported_engines else "int_mm"
+    if kernel is None:
+        kernel = int8_kernel()
+        if kernel == "generic":
+            _warn_no_fast_int8()
+    if kernel in ("avx2", "avx_vnni") and "fbgemm" in torch.backends.quantized.supported_engines:
+        return "fbgemm"
+    return "int_mm"
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_no_fast_int8() -> None:
+    warnings.warn(
+        "dtype int8 on a CPU without AVX2, AVX-VNNI, AVX512-VNNI or AMX: PyTorch has no fast int8 kernel here, "
+        "so int8 is likely much slower than float32; use dtype='float32'.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def int8_kernel() -> str:

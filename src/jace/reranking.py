@@ -223,7 +223,7 @@ def train_reranker(
     trained = cross_encoder[0].model
     if config.method == "lora":
         trained = trained.merge_and_unload()
-    trained.get_input_embeddings().weight.requires_grad_(True)
+    trained.requires_grad_(True)  # as a loaded model is: undo frozen embeddings and layers
     trained = trained.float().eval()
     trained.config.sentence_transformers = {"activation_fn": SIGMOID}
     summary = {

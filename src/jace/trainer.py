@@ -169,3 +169,44 @@ def freeze_embeddings(model: torch.nn.Module, setting: bool | None, device: torc
     frozen = setting if setting is not None else device.type == "cpu"
     model.get_input_embeddings().weight.requires_grad_(not frozen)
     return frozen
+
+
+def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of transformer blocks of ``model``: its ``ModuleList`` of ``config.num_hidden_layers`` modules."""
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and count and len(module) == count:
+            return module
+    raise ValueError(f"found no stack of num_hidden_layers={count} encoder layers in {type(model).__name__}, so freeze_layers cannot apply to it.")
+
+
+def check_freeze_layers(model: torch.nn.Module, count: int) -> int:
+    """The number of encoder layers of ``model``, after checking that ``freeze_layers=count`` leaves one to train."""
+    total = len(encoder_layers(model))
+    if count >= total:
+        raise ValueError(f"freeze_layers={count} leaves no encoder layer to train: the model has {total}; use at most {total - 1}.")
+    return total
+
+
+def freeze_bottom_layers(model: torch.nn.Module, count: int) -> list[torch.nn.Parameter]:
+    """Freeze the embeddings and the first ``count`` encoder layers; returns the parameters it froze (to restore later).
+
+    Nothing below layer ``count`` then needs a gradient, so autograd stops there: the backward pass,
+    about two thirds of a training step, shrinks by the frozen share of the layers.
+
+    Example:
+        >>> from transformers import BertConfig, BertModel
+        >>> model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64))
+        >>> frozen = freeze_bottom_layers(model, 2)
+        >>> [any(p.requires_grad for p in layer.parameters()) for layer in model.encoder.layer]
+        [False, False, True]
+    """
+    if count == 0:
+        return []
+    check_freeze_layers(model, count)
+    base = getattr(model, "base_model", model)
+    embeddings = getattr(base, "embeddings", None) or model.get_input_embeddings()
+    frozen = [p for module in (embeddings, *encoder_layers(model)[:count]) for p in module.parameters() if p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    return frozen

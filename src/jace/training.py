@@ -32,7 +32,15 @@ from jace.cross_encoder import encode_pairs, portable_base_name
 from jace.data import HUMOR, PairColumns, load_pairs, prompt_groups
 from jace.metrics import evaluate_predictions
 from jace.scaling import TargetScaler
-from jace.trainer import LengthGroupedTrainer, common_arguments, freeze_embeddings, with_budget
+from jace.trainer import (
+    LengthGroupedTrainer,
+    check_freeze_layers,
+    common_arguments,
+    encoder_layers,
+    freeze_bottom_layers,
+    freeze_embeddings,
+    with_budget,
+)
 
 SUMMARY_FILE = "training_summary.json"
 HEAD_MODULES = ("classifier", "score")
@@ -178,7 +186,8 @@ def _restore(model: PreTrainedModel, peft_model: Any, dtype: torch.dtype, traini
 
 def trainable_model(model: PreTrainedModel, config: Any, device: torch.device) -> Any:
     """The model a Trainer updates: a PEFT LoRA model (head, and pooler unless ``train_pooler=False``, trained
-    in full) for ``config.method == "lora"``, else ``model`` itself with its word embeddings frozen or not.
+    in full) for ``config.method == "lora"``, else ``model`` itself with its word embeddings frozen or not; the
+    embeddings and bottom ``config.freeze_layers`` encoder layers are frozen (LoRA: left without adapters).
 
     ``config`` is a :class:`LoraTrainingConfig` or a :class:`jace.config.RerankerTrainingConfig`.
     """
@@ -186,15 +195,24 @@ def trainable_model(model: PreTrainedModel, config: Any, device: torch.device) -
 
     if config.method == "full":
         freeze_embeddings(model, config.freeze_embeddings, device)
+        freeze_bottom_layers(model, config.freeze_layers)
         return model
     targets = tuple(getattr(config, "target_modules", ("all-linear",)))
     has_pooler = any(name.split(".")[-1] == POOLER for name, _ in model.named_modules())
+    target_modules: str | list[str] = targets[0] if targets == ("all-linear",) else list(targets)
+    above = {}
+    if config.freeze_layers:  # LoRA on the layers above the frozen ones only (the embeddings are frozen under LoRA anyway)
+        above = {"layers_to_transform": list(range(config.freeze_layers, check_freeze_layers(model, config.freeze_layers)))}
+        if target_modules == "all-linear":  # PEFT takes layers_to_transform with a list of names only
+            layers = encoder_layers(model)
+            target_modules = sorted({name.rsplit(".", 1)[-1] for name, m in layers.named_modules() if isinstance(m, torch.nn.Linear)})
     lora = LoraConfig(
+        **above,
         task_type=TaskType.SEQ_CLS,
         r=config.r,
         lora_alpha=config.lora_alpha,
         lora_dropout=getattr(config, "lora_dropout", 0.1),
-        target_modules=targets[0] if targets == ("all-linear",) else list(targets),
+        target_modules=target_modules,
         modules_to_save=_head_modules(model) + ([POOLER] if getattr(config, "train_pooler", True) and has_pooler else []),
     )
     peft_model = get_peft_model(model, lora)
@@ -288,7 +306,10 @@ def train_with_lora(
         _restore(model, peft_model, dtype, was_training, saved)
         raise
     peft_model.eval()
-    model.get_input_embeddings().weight.requires_grad_(True)
+    if config.method == "full":
+        model.requires_grad_(True)  # as loaded: undo the frozen embeddings and layers
+    else:
+        model.get_input_embeddings().weight.requires_grad_(True)
 
     base_model = portable_base_name(base_model_name or getattr(model, "name_or_path", "")) or None
     if config.method == "lora" and base_model:

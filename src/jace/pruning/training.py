@@ -14,7 +14,7 @@ from transformers import TrainerCallback, TrainingArguments
 from jace.config import PruningTrainingConfig
 from jace.pruning.encoder import PruningEncoder
 from jace.pruning.inputs import IGNORE, PairTemplate, collate, encode_windows
-from jace.trainer import LengthGroupedTrainer, common_arguments, freeze_embeddings, with_budget
+from jace.trainer import LengthGroupedTrainer, common_arguments, freeze_bottom_layers, freeze_embeddings, with_budget
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,7 @@ def train_pruning_encoder(
     model = encoder.model.float().train()
     backbone = model.backbone_model
     freeze = freeze_embeddings(backbone, config.freeze_embeddings, encoder.device)
+    frozen_layers = freeze_bottom_layers(backbone, config.freeze_layers)
     if config.gradient_checkpointing:
         # Non-reentrant checkpointing: exact gradients, and it works with frozen (grad-free) embeddings.
         backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -178,6 +179,8 @@ def train_pruning_encoder(
         output = trainer.train()
     finally:
         backbone.get_input_embeddings().weight.requires_grad_(True)
+        for parameter in frozen_layers:
+            parameter.requires_grad_(True)
         if config.gradient_checkpointing:
             backbone.activation_checkpointing_disable()
     encoder.model = model.eval()
