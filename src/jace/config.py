@@ -133,8 +133,9 @@ class LoraTrainingConfig:
         "optimizer state); default: frozen on CPU, trained on GPU.", flags=("--freeze-embeddings/--train-embeddings",),
     )
     freeze_layers: int = option(
-        0, "Freeze the embeddings and the bottom N encoder layers (with --method lora, LoRA adapts only the layers above): the backward pass stops above them, so a step "
-        "costs less (a lever for CPU time budgets; measured in docs/benchmarks.md).", lambda v: v >= 0, "must be >= 0",
+        0, "Freeze the embeddings and the bottom N encoder layers (with --method lora, LoRA adapts only the layers "
+        "above): the backward pass stops above them, so a step costs less (a lever for CPU time budgets; measured in "
+        "docs/benchmarks.md).", lambda v: v >= 0, "must be >= 0",
         flags=("--freeze-layers",),
     )
     loss: Literal["bce", "mse"] = option(
@@ -280,8 +281,9 @@ class RerankerTrainingConfig:
         flags=("--freeze-embeddings/--train-embeddings",),
     )
     freeze_layers: int = option(
-        0, "Freeze the embeddings and the bottom N encoder layers (with --method lora, LoRA adapts only the layers above): the backward pass stops above them, so a step "
-        "costs less (a lever for CPU time budgets; measured in docs/benchmarks.md).", lambda v: v >= 0, "must be >= 0",
+        0, "Freeze the embeddings and the bottom N encoder layers (with --method lora, LoRA adapts only the layers "
+        "above): the backward pass stops above them, so a step costs less (a lever for CPU time budgets; measured in "
+        "docs/benchmarks.md).", lambda v: v >= 0, "must be >= 0",
         flags=("--freeze-layers",),
     )
     budget_minutes: Optional[float] = option(

@@ -177,7 +177,10 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and count and len(module) == count:
             return module
-    raise ValueError(f"found no stack of num_hidden_layers={count} encoder layers in {type(model).__name__}, so freeze_layers cannot apply to it.")
+    raise ValueError(
+        f"found no stack of num_hidden_layers={count} encoder layers in {type(model).__name__}, so freeze_layers cannot "
+        "apply to it; train it with freeze_layers=0."
+    )
 
 
 def check_freeze_layers(model: torch.nn.Module, count: int) -> int:
@@ -204,8 +207,9 @@ def freeze_bottom_layers(model: torch.nn.Module, count: int) -> list[torch.nn.Pa
     if count == 0:
         return []
     check_freeze_layers(model, count)
-    base = getattr(model, "base_model", model)
-    embeddings = getattr(base, "embeddings", None) or model.get_input_embeddings()
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    if embeddings is None:  # no embeddings block (word, position, LayerNorm): freeze the word embeddings alone
+        embeddings = model.get_input_embeddings()
     frozen = [p for module in (embeddings, *encoder_layers(model)[:count]) for p in module.parameters() if p.requires_grad]
     for parameter in frozen:
         parameter.requires_grad_(False)
