@@ -107,11 +107,9 @@ def run_demo(
 
     squad = folder / "jsquad_valid.json"
     if squad.is_file():
-        print("[6/6] a JSQuAD reranker: 20 listwise steps (80 questions, bottom 6 layers frozen) on train articles, "
-              "then held-out questions …")
+        print("[6/6] a JSQuAD reranker: 20 listwise steps (80 questions) on train articles, then held-out questions …")
         rows, held = split_by_article(build_from_squad(squad, negatives=100), 0.2, seed=42)
-        # --freeze-layers 6: 1.49x faster steps on e5 (docs/benchmarks.md), margin for the 10-minute demo on AVX2-only CPUs
-        config = RerankerTrainingConfig(max_length=192, max_steps=20, budget_minutes=3, logging_steps=5, freeze_layers=6)
+        config = RerankerTrainingConfig(max_length=192, max_steps=20, budget_minutes=3, logging_steps=5)
         ranker = train_reranker(base, rows, output_dir / "reranker", config=config, device="cpu")
         reranker = RerankerCrossEncoderClient(ranker.final_dir, device="cpu", max_length=192)
         question = held[0]
