@@ -15,32 +15,21 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 
-from common import machine
+from common import machine, step_timer
 
 
 def seconds_per_step(model: str, rows: list, layers: int, steps: int, max_length: int) -> float:
-    from transformers import TrainerCallback
-
     from jace.config import RerankerTrainingConfig
     from jace.reranking import train_reranker
 
-    times: list[float] = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, *_, **__):
-            self.start = time.perf_counter()
-
-        def on_step_end(self, *_, **__):
-            times.append(time.perf_counter() - self.start)
-
+    timer = step_timer()
     config = RerankerTrainingConfig(method="full", max_steps=steps, max_length=max_length, freeze_layers=layers, logging_steps=10_000)
     with tempfile.TemporaryDirectory() as out:
-        train_reranker(model, rows, out, config=config, device="cpu", callbacks=[StepTimer()])
-    return statistics.mean(times[1:] or times)
+        train_reranker(model, rows, out, config=config, device="cpu", callbacks=[timer])
+    return timer.mean()
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 SETTINGS = {
@@ -40,7 +39,7 @@ SETTINGS = {
 
 def worker(args: argparse.Namespace, setting: dict) -> dict:
     import torch
-    from transformers import TrainerCallback
+    from common import step_timer
 
     from jace.pruning import PruningEncoder
     from jace.pruning.data import read_rows
@@ -49,24 +48,15 @@ def worker(args: argparse.Namespace, setting: dict) -> dict:
     torch.set_num_threads(args.threads)
     rows = read_rows(args.data)[: args.steps * args.batch_size]
     encoder = PruningEncoder.from_backbone(args.model, device="cpu", max_length=args.max_length)
-    times: list[float] = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, *_, **__):
-            self.start = time.perf_counter()
-
-        def on_step_end(self, *_, **__):
-            times.append(time.perf_counter() - self.start)
-
+    timer = step_timer()
     config = PruningTrainingConfig(
         max_steps=args.steps, per_device_train_batch_size=args.batch_size, max_length=args.max_length, logging_steps=10_000,
         ranking_loss="mse", freeze_embeddings=setting["freeze_embeddings"],
         gradient_checkpointing=setting.get("gradient_checkpointing", False),
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as out:
-        train_pruning_encoder(encoder, rows, out, config=config, callbacks=[StepTimer()])
-    timed = times[1:] or times
-    return {"s_per_step": sum(timed) / len(timed), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        train_pruning_encoder(encoder, rows, out, config=config, callbacks=[timer])
+    return {"s_per_step": timer.mean(), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
 def main() -> None:

@@ -79,6 +79,26 @@ def timed(fn: Callable[[], object], repeats: int = 5) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def step_timer():
+    """A ``TrainerCallback`` that records each training step's seconds in ``.times``; ``.mean()`` skips the first (warm-up) step."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_step_begin(self, *_, **__):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            self.times.append(time.perf_counter() - self.start)
+
+        def mean(self) -> float:
+            return statistics.mean(self.times[1:] or self.times)
+
+    return StepTimer()
+
+
 def integer_gemm(rows: int, inputs: int, outputs: int, gemm: str) -> tuple[Callable[[], torch.Tensor], torch.Tensor, torch.Tensor]:
     """jace's integer product on random operands, without the per-token scaling around it.
 

@@ -183,12 +183,12 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     )
 
 
-def check_freeze_layers(model: torch.nn.Module, count: int) -> int:
-    """The number of encoder layers of ``model``, after checking that ``freeze_layers=count`` leaves one to train."""
-    total = len(encoder_layers(model))
-    if count >= total:
-        raise ValueError(f"freeze_layers={count} leaves no encoder layer to train: the model has {total}; use at most {total - 1}.")
-    return total
+def check_freeze_layers(model: torch.nn.Module, count: int) -> torch.nn.ModuleList:
+    """The encoder layers of ``model``, after checking that ``freeze_layers=count`` leaves one to train."""
+    layers = encoder_layers(model)
+    if count >= len(layers):
+        raise ValueError(f"freeze_layers={count} leaves no encoder layer to train: the model has {len(layers)}; use at most {len(layers) - 1}.")
+    return layers
 
 
 def freeze_bottom_layers(model: torch.nn.Module, count: int) -> list[torch.nn.Parameter]:
@@ -206,11 +206,11 @@ def freeze_bottom_layers(model: torch.nn.Module, count: int) -> list[torch.nn.Pa
     """
     if count == 0:
         return []
-    check_freeze_layers(model, count)
+    layers = check_freeze_layers(model, count)
     embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
     if embeddings is None:  # no embeddings block (word, position, LayerNorm): freeze the word embeddings alone
         embeddings = model.get_input_embeddings()
-    frozen = [p for module in (embeddings, *encoder_layers(model)[:count]) for p in module.parameters() if p.requires_grad]
+    frozen = [p for module in (embeddings, *layers[:count]) for p in module.parameters() if p.requires_grad]
     for parameter in frozen:
         parameter.requires_grad_(False)
     return frozen

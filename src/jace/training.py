@@ -36,7 +36,6 @@ from jace.trainer import (
     LengthGroupedTrainer,
     check_freeze_layers,
     common_arguments,
-    encoder_layers,
     freeze_bottom_layers,
     freeze_embeddings,
     with_budget,
@@ -202,9 +201,9 @@ def trainable_model(model: PreTrainedModel, config: Any, device: torch.device) -
     target_modules: str | list[str] = targets[0] if targets == ("all-linear",) else list(targets)
     above = {}
     if config.freeze_layers:  # LoRA on the layers above the frozen ones only (the embeddings are frozen under LoRA anyway)
-        above = {"layers_to_transform": list(range(config.freeze_layers, check_freeze_layers(model, config.freeze_layers)))}
+        layers = check_freeze_layers(model, config.freeze_layers)
+        above = {"layers_to_transform": list(range(config.freeze_layers, len(layers)))}
         if target_modules == "all-linear":  # PEFT takes layers_to_transform with a list of names only
-            layers = encoder_layers(model)
             target_modules = sorted({name.rsplit(".", 1)[-1] for name, m in layers.named_modules() if isinstance(m, torch.nn.Linear)})
     lora = LoraConfig(
         **above,
