@@ -326,8 +326,8 @@ def test_time_budget_stops_training_after_the_first_step_and_still_saves(tiny_be
     assert (result.final_dir / "adapter_config.json").is_file() and "eval_spearman" in result.metrics
 
 
-@pytest.mark.parametrize("seconds_per_step,stop_at", [(1.5, 40), (0.5, None)])
-def test_time_budget_compresses_the_lr_schedule_to_end_on_the_steps_that_fit(monkeypatch, seconds_per_step, stop_at):
+@pytest.mark.parametrize("seconds_per_step,first_step_extra,stop_at", [(1.5, 0.0, 40), (0.5, 0.0, None), (1.5, 8.5, 34)])
+def test_time_budget_compresses_the_lr_schedule_to_end_on_the_steps_that_fit(monkeypatch, seconds_per_step, first_step_extra, stop_at):
     from transformers import TrainerControl, TrainerState, get_linear_schedule_with_warmup
 
     from jace import trainer as trainer_module
@@ -341,7 +341,7 @@ def test_time_budget_compresses_the_lr_schedule_to_end_on_the_steps_that_fit(mon
     budget.on_train_begin(None, state, control)
     rates = []
     for step in range(1, 101):
-        clock[0] += seconds_per_step
+        clock[0] += seconds_per_step + (first_step_extra if step == 1 else 0.0)  # a slow first step: start-up cost
         optimizer.step()
         scheduler.step()
         state.global_step = step
@@ -351,7 +351,9 @@ def test_time_budget_compresses_the_lr_schedule_to_end_on_the_steps_that_fit(mon
             break
     if stop_at is None:  # 100 steps fit in 60 s: the schedule is left alone
         assert len(rates) == 100 and rates == pytest.approx([min(s / 10, (100 - s) / 90) for s in range(1, 101)])
-    else:  # 1.5 s a step: 40 of 100 steps fit; the schedule is compressed to end (lr 0) at step 40, then training stops
+    else:  # 1.5 s a step: 40 of 100 steps fit (34 after a 10 s first step, not the 10 its pace would say);
+        # the schedule is compressed to end (lr 0) there, then training stops, with the budget nearly spent
+        assert 0.95 * 60 <= clock[0] <= 60
         assert len(rates) == stop_at and rates[-1] == pytest.approx(0.0, abs=1e-12) and max(rates) > 0.9
         assert all(a >= b for a, b in zip(rates[5:], rates[6:]))
 
@@ -427,3 +429,11 @@ def test_freeze_layers_that_leave_no_layer_to_train_is_a_clear_error(tiny_bert_d
         config = LoraTrainingConfig(method=method, freeze_layers=2, max_steps=1)
         with pytest.raises(ValueError, match="freeze_layers=2 leaves no encoder layer to train: the model has 2; use at most 1"):
             client.train_with_lora(humor_frame, None, tmp_path / method, config=config)
+
+
+def test_after_lora_training_only_the_adapters_head_and_pooler_stay_trainable(tiny_bert_dir, humor_frame, tmp_path):
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu")
+    config = LoraTrainingConfig(max_steps=2, per_device_train_batch_size=8)
+    client.train_with_lora(humor_frame, None, tmp_path, config=config)
+    trainable = [name for name, p in client.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name or "modules_to_save" in name for name in trainable), trainable

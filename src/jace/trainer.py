@@ -64,8 +64,9 @@ def _lengths(dataset) -> Sequence[int] | None:
 class TimeBudget(TrainerCallback):
     """Stop training once ``minutes`` of wall-clock time are spent; the epoch in progress is still evaluated and saved.
 
-    Once a tenth of the budget is spent, the steps that fit in it are estimated from the pace so
-    far; if fewer than planned, the learning-rate schedule is compressed in time to end at that
+    Once a tenth of the budget is spent, the steps that fit in it are estimated from the pace of the
+    steps after the first (whose one-off start-up cost would otherwise be counted once per remaining
+    step); if fewer than planned, the learning-rate schedule is compressed in time to end at that
     step (warm-up and decay keep their shape), and training stops there. A budget-stopped run thus
     ends with the learning rate decayed, as a run of that length would, not cut off mid-schedule.
 
@@ -80,18 +81,24 @@ class TimeBudget(TrainerCallback):
         self.seconds = minutes * 60
         self.start = time.perf_counter()
         self.fitted_steps: int | None = None
+        self.first_step: tuple[int, float] | None = None  # (global step, seconds since the start) at the first step's end
         self.trainer: Trainer | None = None  # set by bind_time_budget: callbacks are not handed the scheduler
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
         self.start = time.perf_counter()
         self.fitted_steps = None
+        self.first_step = None
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
         elapsed = time.perf_counter() - self.start
+        if self.first_step is None:
+            self.first_step = (state.global_step, elapsed)
+        first_step, first_end = self.first_step
         if elapsed > self.seconds or (self.fitted_steps is not None and state.global_step >= self.fitted_steps):
             control.should_training_stop = True
-        elif self.fitted_steps is None and elapsed >= self.FIT_AFTER * self.seconds and state.global_step >= 2:
-            fit = max(state.global_step + 1, int(state.global_step * self.seconds / elapsed))
+        elif self.fitted_steps is None and elapsed >= self.FIT_AFTER * self.seconds and state.global_step > first_step:
+            pace = (elapsed - first_end) / (state.global_step - first_step)  # seconds a step, the first left out
+            fit = max(state.global_step + 1, state.global_step + int((self.seconds - elapsed) / max(pace, 1e-9)))
             # Stop early at ``fit`` only when the schedule was compressed to end there; otherwise the
             # time limit alone stops training (no scheduler to compress: run until the budget is spent).
             self.fitted_steps = state.max_steps

@@ -307,8 +307,7 @@ def train_with_lora(
     peft_model.eval()
     if config.method == "full":
         model.requires_grad_(True)  # as loaded: undo the frozen embeddings and layers
-    else:
-        model.get_input_embeddings().weight.requires_grad_(True)
+    # LoRA: PEFT's convention stays (base weights frozen, adapters and saved modules trainable)
 
     base_model = portable_base_name(base_model_name or getattr(model, "name_or_path", "")) or None
     if config.method == "lora" and base_model:
