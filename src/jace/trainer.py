@@ -64,62 +64,85 @@ def _lengths(dataset) -> Sequence[int] | None:
 class TimeBudget(TrainerCallback):
     """Stop training once ``minutes`` of wall-clock time are spent; the epoch in progress is still evaluated and saved.
 
-    Once a tenth of the budget is spent, the steps that fit in it are estimated from the pace of the
-    steps after the first (whose one-off start-up cost would otherwise be counted once per remaining
-    step); if fewer than planned, the learning-rate schedule is compressed in time to end at that
-    step (warm-up and decay keep their shape), and training stops there. A budget-stopped run thus
-    ends with the learning rate decayed, as a run of that length would, not cut off mid-schedule.
+    At a tenth of the budget, and again at 30% and 60%, the steps that fit are estimated from the
+    pace since the last estimate (the first step, with its one-off start-up cost, is left out). If
+    fewer than planned fit, the learning-rate schedule is compressed in time to end at that step
+    (warm-up and decay keep their shape; a later estimate re-aims the rest of the schedule without a
+    jump), and training stops there. A budget-stopped run thus ends with the learning rate decayed,
+    as a run of that length would, not cut off mid-schedule.
 
     Example:
         >>> Trainer(..., callbacks=[TimeBudget(30)])  # doctest: +SKIP
     """
 
-    #: Share of the budget spent before the pace is measured.
-    FIT_AFTER = 0.1
+    #: Shares of the budget at which the steps that fit are (re-)estimated.
+    FIT_AT = (0.1, 0.3, 0.6)
 
     def __init__(self, minutes: float) -> None:
         self.seconds = minutes * 60
         self.start = time.perf_counter()
         self.fitted_steps: int | None = None
-        self.first_step: tuple[int, float] | None = None  # (global step, seconds since the start) at the first step's end
+        self.last_fit: tuple[int, float] | None = None  # (global step, seconds since the start) of the last estimate
+        self.fits_done = 0
+        self.schedules: list[_Compressed] = []
         self.trainer: Trainer | None = None  # set by bind_time_budget: callbacks are not handed the scheduler
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
         self.start = time.perf_counter()
-        self.fitted_steps = None
-        self.first_step = None
+        self.fitted_steps, self.last_fit, self.fits_done, self.schedules = None, None, 0, []
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
         elapsed = time.perf_counter() - self.start
-        if self.first_step is None:
-            self.first_step = (state.global_step, elapsed)
-        first_step, first_end = self.first_step
-        if elapsed > self.seconds or (self.fitted_steps is not None and state.global_step >= self.fitted_steps):
+        step = state.global_step
+        if self.last_fit is None:  # the first step's end: the pace is measured from here
+            self.last_fit = (step, elapsed)
+        if elapsed > self.seconds or (self.fitted_steps is not None and step >= self.fitted_steps):
             control.should_training_stop = True
-        elif self.fitted_steps is None and elapsed >= self.FIT_AFTER * self.seconds and state.global_step > first_step:
-            pace = (elapsed - first_end) / (state.global_step - first_step)  # seconds a step, the first left out
-            fit = max(state.global_step + 1, state.global_step + int((self.seconds - elapsed) / max(pace, 1e-9)))
-            # Stop early at ``fit`` only when the schedule was compressed to end there; otherwise the
+        elif (
+            self.fits_done < len(self.FIT_AT) and elapsed >= self.FIT_AT[self.fits_done] * self.seconds and step > self.last_fit[0]
+        ):
+            self.fits_done += 1
+            pace = (elapsed - self.last_fit[1]) / (step - self.last_fit[0])  # seconds a step, recently
+            self.last_fit = (step, elapsed)
+            fit = min(state.max_steps, max(step + 1, step + int((self.seconds - elapsed) / max(pace, 1e-9))))
+            # Stop early at ``fit`` only when the schedule is compressed to end there; otherwise the
             # time limit alone stops training (no scheduler to compress: run until the budget is spent).
             self.fitted_steps = state.max_steps
-            scheduler = lr_scheduler or getattr(self.trainer, "lr_scheduler", None)
-            scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate may wrap it
-            if fit < state.max_steps and hasattr(scheduler, "lr_lambdas"):
-                self.fitted_steps = fit
-                stretch = state.max_steps / fit
-                scheduler.lr_lambdas = [_Compressed(f, stretch, state.max_steps) for f in scheduler.lr_lambdas]
-                logger.info("time budget: %d of %d steps fit; learning-rate schedule compressed to end there", fit, state.max_steps)
+            if fit < state.max_steps or self.schedules:
+                scheduler = lr_scheduler or getattr(self.trainer, "lr_scheduler", None)
+                scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate may wrap it
+                if not self.schedules and hasattr(scheduler, "lr_lambdas"):
+                    self.schedules = [_Compressed(f, state.max_steps) for f in scheduler.lr_lambdas]
+                    scheduler.lr_lambdas = list(self.schedules)
+                for schedule in self.schedules:
+                    schedule.aim(step, fit)
+                if self.schedules:
+                    self.fitted_steps = fit
+                    logger.info("time budget: %d of %d steps fit; learning-rate schedule compressed to end there", fit, state.max_steps)
         return control
 
 
 class _Compressed:
-    """``schedule`` run ``stretch`` times faster (a LambdaLR multiplier of the step), held at its end value."""
+    """``schedule`` (a LambdaLR multiplier of the step) run faster so that it ends at a chosen step, then held.
 
-    def __init__(self, schedule, stretch: float, total: int) -> None:
-        self.schedule, self.stretch, self.total = schedule, stretch, total
+    ``aim(step, end)`` re-aims it from ``step`` on: the position reached at ``step`` is kept (no jump
+    in the learning rate) and the rest of the schedule is spread over the steps up to ``end``.
+    """
+
+    def __init__(self, schedule, total: int) -> None:
+        self.schedule, self.total = schedule, total
+        self.anchor_step, self.anchor_position, self.stretch = 0, 0.0, 1.0
+
+    def position(self, step: int) -> float:
+        return self.anchor_position + (step - self.anchor_step) * self.stretch
+
+    def aim(self, step: int, end: int) -> None:
+        position = self.position(step)
+        self.anchor_step, self.anchor_position = step, position
+        self.stretch = (self.total - position) / max(end - step, 1)
 
     def __call__(self, step: int) -> float:
-        return self.schedule(min(round(step * self.stretch), self.total))
+        return self.schedule(min(round(self.position(step)), self.total))
 
 
 def bind_time_budget(trainer: Trainer) -> Trainer:
