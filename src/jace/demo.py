@@ -49,7 +49,7 @@ def japanese_backbone(folder: str | Path = "runs/e5-small") -> Path:
 
 
 def run_demo(
-    output_dir: str | Path, data_dir: Path | None = None, *, train_rows: int = 3000, budget_minutes: float = 2.5,
+    output_dir: str | Path, data_dir: Path | None = None, *, train_rows: int = 3000, budget_minutes: float = 2.0,
     backbone_dir: str | Path = "runs/e5-small",
 ) -> dict:  # fmt: skip
     """Run the demo; return the evaluation report."""

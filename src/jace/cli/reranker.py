@@ -281,7 +281,7 @@ def demo(
     output_dir: Path = typer.Option(Path("runs/demo"), "--output-dir", help="Where the demo writes its run."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with humor_train.csv (default: ../shared/data or $JACE_DATA_DIR)."),
     train_rows: int = typer.Option(3000, "--train-rows", help="Training rows to sample (whole prompts)."),
-    budget_minutes: float = typer.Option(2.5, "--budget-minutes", help="Humor fine-tuning budget (wall clock)."),
+    budget_minutes: float = typer.Option(2.0, "--budget-minutes", help="Humor fine-tuning budget (wall clock)."),
     backbone_dir: Path = typer.Option(Path("runs/e5-small"), "--backbone-dir", help="Where the converted e5 is cached."),
 ) -> None:
     """Offline end-to-end demo on the Japanese e5 backbone: convert, fine-tune on humor, evaluate against baselines,
