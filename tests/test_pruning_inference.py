@@ -331,6 +331,23 @@ def test_cpu_training_autocasts_to_bf16_only_where_the_cpu_has_native_bf16(tiny_
     assert set(autocast_seen(True)) == {False}
 
 
+def test_after_bf16_training_the_pruner_in_memory_no_longer_runs_under_autocast(tiny_bert_dir, tmp_path, monkeypatch):
+    from jace import device
+
+    monkeypatch.delenv("JACE_CPU_DTYPE")
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu", max_length=48)
+    seen: list[bool] = []
+    encoder.model.backbone_model.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    config = PruningTrainingConfig(max_steps=1, max_length=48, max_query_tokens=8, per_device_train_batch_size=64)
+    train_pruning_encoder(encoder, [_long_row()] * 2, tmp_path, config=config)
+    assert set(seen) == {True}  # trained with bf16 autocast
+    seen.clear()
+    with torch.no_grad():
+        encoder.model(**encoder.tokenizer(["query"], ["a passage."], return_tensors="pt"))
+    assert seen == [False]  # accelerate's autocast wrapper is gone from the model handed back
+
+
 def test_a_time_budget_in_real_training_compresses_the_schedule_to_end_on_the_last_step_that_fits(tiny_bert_dir, tmp_path, monkeypatch):
     from types import SimpleNamespace
 

@@ -75,6 +75,20 @@ def test_reloaded_adapter_gives_same_scores_as_model_in_memory(trained):
     )
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_after_mixed_precision_training_the_model_in_memory_scores_in_its_own_dtype(method, tiny_bert_dir, humor_frame, tmp_path, monkeypatch):
+    # bf16 autocast training (the default on CPUs with native bf16, forced here on any CPU): accelerate wraps the
+    # model's forward in autocast; left there, the client kept scoring in bf16 after training, unlike the saved model.
+    monkeypatch.setenv("JACE_CPU_DTYPE", "bfloat16")
+    client = RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu", dtype="float32")
+    config = LoraTrainingConfig(num_train_epochs=1, per_device_train_batch_size=8, method=method, logging_steps=1)
+    result = client.train_with_lora(humor_frame.iloc[:16], None, tmp_path / "run", config=config)
+    monkeypatch.setenv("JACE_CPU_DTYPE", "float32")
+    pairs = list(zip(humor_frame.odai[16:32], humor_frame.response[16:32]))
+    reloaded = RerankerCrossEncoderClient(str(result.final_dir), device="cpu", dtype="float32")
+    assert client.run(pairs) == pytest.approx(reloaded.run(pairs), abs=1e-6)
+
+
 def test_load_lora_adapter_twice_does_not_stack(trained, tiny_bert_dir):
     client, result, valid, _ = trained
     pairs = list(zip(valid.odai, valid.response))

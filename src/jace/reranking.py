@@ -193,7 +193,7 @@ def train_reranker(
     from jace.cross_encoder import load_sequence_regressor
     from jace.device import resolve_device
     from jace.export import SIGMOID
-    from jace.trainer import bind_time_budget, common_arguments, with_budget
+    from jace.trainer import bind_time_budget, common_arguments, run_training, with_budget
     from jace.training import trainable_model
 
     config = config or RerankerTrainingConfig()
@@ -218,7 +218,7 @@ def train_reranker(
         callbacks=with_budget(callbacks, config.budget_minutes),
     ))  # fmt: skip
     started = time.perf_counter()
-    output = trainer.train()
+    output = run_training(trainer)
     elapsed = time.perf_counter() - started
     trained = cross_encoder[0].model
     if config.method == "lora":

@@ -158,6 +158,23 @@ def bind_time_budget(trainer: Trainer) -> Trainer:
     return trainer
 
 
+def run_training(trainer: Trainer) -> Any:
+    """``trainer.train()``, then the trained model without the mixed-precision wrapper accelerate put on it.
+
+    With bf16/fp16 training, accelerate wraps the model's ``forward`` in autocast and leaves it there,
+    so a model scored in memory after training ran in half precision, unlike the same model saved and
+    reloaded. Every jace trainer trains through this, so the model it hands back (or restores after a
+    failure) scores in its own dtype.
+
+    Example:
+        >>> output = run_training(trainer)  # doctest: +SKIP
+    """
+    try:
+        return trainer.train()
+    finally:
+        trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # in place: restores the forward
+
+
 def with_budget(callbacks: Sequence[TrainerCallback] | None, minutes: float | None) -> list[TrainerCallback]:
     """``callbacks`` plus a :class:`TimeBudget` when ``minutes`` is set."""
     return [*(callbacks or []), *([TimeBudget(minutes)] if minutes else [])]

@@ -38,6 +38,7 @@ from jace.trainer import (
     common_arguments,
     freeze_bottom_layers,
     freeze_embeddings,
+    run_training,
     with_budget,
 )
 
@@ -298,7 +299,7 @@ def train_with_lora(
             callbacks=with_budget(callbacks, config.budget_minutes),
         )
         started = time.perf_counter()
-        train_output = trainer.train()
+        train_output = run_training(trainer)
         elapsed = time.perf_counter() - started
         eval_metrics = trainer.evaluate() if has_eval else {}
     except BaseException:

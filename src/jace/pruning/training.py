@@ -14,7 +14,9 @@ from transformers import TrainerCallback, TrainingArguments
 from jace.config import PruningTrainingConfig
 from jace.pruning.encoder import PruningEncoder
 from jace.pruning.inputs import IGNORE, PairTemplate, collate, encode_windows
-from jace.trainer import LengthGroupedTrainer, common_arguments, freeze_bottom_layers, freeze_embeddings, with_budget
+from jace.trainer import (
+    LengthGroupedTrainer, common_arguments, freeze_bottom_layers, freeze_embeddings, run_training, with_budget,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def train_pruning_encoder(
         pruning_config=config, callbacks=with_budget(callbacks, config.budget_minutes),
     )  # fmt: skip
     try:
-        output = trainer.train()
+        output = run_training(trainer)
     finally:
         backbone.get_input_embeddings().weight.requires_grad_(True)
         for parameter in frozen_layers:
