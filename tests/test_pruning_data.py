@@ -92,6 +92,31 @@ def test_long_contexts_are_split_into_windows_of_whole_sentences(tiny_mecab_bert
     assert sorted(i for w in windows for i in w.sentences) == list(range(30))
 
 
+@pytest.mark.parametrize("fixture", ["tiny_xlmr_dir", "tiny_mecab_bert_dir"])
+def test_a_context_longer_than_the_model_limit_is_windowed_without_the_tokenizers_indexing_warning(fixture, request):
+    import logging
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
+    tokenizer.model_max_length = 32
+    context = "".join(f"文{i}は好きです。" for i in range(30))
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    library = logging.getLogger("transformers")
+    level = library.level
+    library.addHandler(handler)
+    library.setLevel(logging.WARNING)
+    try:
+        windows = encode_windows(tokenizer, PairTemplate.probe(tokenizer), "好き" * 40, context, split_sentences(context), 32, 8)
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
+    assert len(windows) > 1 and all(len(w.input_ids) <= 32 for w in windows)
+    assert not [m for m in messages if "longer than the specified maximum" in m]
+
+
 def test_rows_are_validated_with_row_and_field(tmp_path):
     assert validate_rows([ROW], "x") == [ROW]
     bad = dict(ROW, context_spans=[[[0, 99]], [[0, 7]]], context_spans_relevance=[[1], [0]])

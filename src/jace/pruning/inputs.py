@@ -71,13 +71,14 @@ def sentence_tokens(tokenizer: Any, context: str, spans: Sequence[Sequence[int]]
 
     A fast tokenizer tokenizes ``context`` once; a token belongs to the last sentence starting at or
     before its first character (whitespace between sentences goes with the sentence before it).
-    A slow tokenizer without offsets tokenizes each sentence separately.
+    A slow tokenizer without offsets tokenizes each sentence separately. The context is longer than
+    the model's limit by design (windows cut it), so the tokenizer's length warning is turned off.
     """
     if not spans:
         return []
     if not getattr(tokenizer, "is_fast", False):
-        return tokenizer([context[start:end] for start, end in spans], add_special_tokens=False)["input_ids"]
-    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+        return tokenizer([context[start:end] for start, end in spans], add_special_tokens=False, verbose=False)["input_ids"]
+    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     starts = [start for start, _ in spans]
     tokens: list[list[int]] = [[] for _ in spans]
     for token, (start, _) in zip(encoded["input_ids"], encoded["offset_mapping"]):
@@ -97,7 +98,7 @@ def encode_windows(
     first_window_only: bool = False,
 ) -> list[EncodedWindow]:
     """Pack the sentences ``spans`` of ``context`` into as many windows as needed (a longer-than-window sentence is cut)."""
-    query_ids = tokenizer.encode(query, add_special_tokens=False)[:max_query_tokens]
+    query_ids = tokenizer.encode(query, add_special_tokens=False, verbose=False)[:max_query_tokens]
     budget = max_length - template.special_count - len(query_ids)
     if budget < 8:
         raise ValueError(f"max_length {max_length} leaves no room for context after the query; raise it.")
