@@ -39,17 +39,10 @@ def ranking_metrics(scores: list[np.ndarray], items: list[dict], k: int = 10) ->
 
 
 def bm25_scores(items: list[dict]) -> list[np.ndarray]:
-    import bm25s
-    import fugashi
+    from jace.bm25 import BM25Index
 
-    tagger = fugashi.Tagger()
-    tokens = lambda text: [word.surface for word in tagger(text)]  # noqa: E731
-    scores = []
-    for item in items:  # one index per question over its article's paragraphs (the IDF is the article's)
-        retriever = bm25s.BM25()
-        retriever.index([tokens(p) for p in item["paragraphs"]], show_progress=False)
-        scores.append(np.asarray(retriever.get_scores(tokens(item["question"]))))
-    return scores
+    # one index per question over its article's paragraphs (the IDF is the article's)
+    return [BM25Index(item["paragraphs"]).scores(item["question"]) for item in items]
 
 
 def e5_scores(items: list[dict], folder: str) -> list[np.ndarray]:

@@ -24,6 +24,18 @@ def test_pruning_commands_have_help_with_examples(command):
     assert result.exit_code == 0 and "Example" in result.output
 
 
+def test_build_pruning_data_writes_bm25_negatives_and_rejects_an_unknown_selection(tmp_path):
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD, ensure_ascii=False))
+    out = tmp_path / "rows.jsonl"
+    result = runner.invoke(app, ["build-pruning-data", str(squad), str(out), "--negatives", "1", "--negative-selection", "bm25"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 10 and all(row["labels"] == [1, 0] for row in rows)
+    result = runner.invoke(app, ["build-pruning-data", str(squad), str(out), "--negative-selection", "tfidf"])
+    assert result.exit_code == 2 and "--negative-selection" in result.output and "random, bm25" in result.output
+
+
 def test_build_train_evaluate_prune_end_to_end(tiny_bert_dir, tmp_path):
     squad = tmp_path / "squad.json"
     squad.write_text(json.dumps(SQUAD, ensure_ascii=False))

@@ -152,6 +152,25 @@ def test_squad_builder_marks_the_answer_sentence_and_uses_other_paragraphs_as_ne
     assert row["answers"] == ["北海道"]
 
 
+def test_bm25_negatives_are_the_articles_paragraphs_closest_to_the_question_hardest_first(tmp_path):
+    context0 = "梅雨 [SEP] 北海道には梅雨がない。"
+    paragraphs = [context0, "沖縄の天気は暑い。", "北海道の梅雨の時期は短いと言われる。", "北海道の冬は寒い。", "京都の寺。"]
+    question = "北海道に梅雨がないのはなぜか。"
+    squad = {"data": [{"title": "梅雨", "paragraphs": [
+        {"context": context0, "qas": [{"id": "q", "question": question, "answers": [{"text": "北海道", "answer_start": context0.index("北海道")}]}]},
+        *({"context": text, "qas": []} for text in paragraphs[1:]),
+    ]}]}  # fmt: skip
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(squad, ensure_ascii=False))
+    row = validate_rows([row for _, row in build_from_squad(path, negatives=2, negative_selection="bm25")], "built")[0]
+    assert row["texts"] == [context0, paragraphs[2], paragraphs[3]]
+    assert row["labels"] == [1, 0, 0]
+    random_rows = [row for _, row in build_from_squad(path, negatives=2)]
+    assert random_rows == [row for _, row in build_from_squad(path, negatives=2, negative_selection="random")]
+    with pytest.raises(ValueError, match="negative_selection='tfidf': use one of random, bm25"):
+        next(build_from_squad(path, negative_selection="tfidf"))
+
+
 @pytest.mark.needs_data
 def test_jsquad_builds_valid_rows_and_article_split_does_not_leak():
     pairs = list(build_from_squad(shared_data("jsquad_valid.json")))

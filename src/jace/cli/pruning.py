@@ -84,7 +84,9 @@ def prune_command(
     epilog="Examples:\n\n  jace build-pruning-data jsquad_valid.json data/pruning_train.jsonl\n\n"
     "  jace build-pruning-data jsquad_valid.json data/train.jsonl --holdout data/heldout.jsonl --holdout-fraction 0.2\n\n"
     "  jace build-pruning-data jsquad_valid.json data/train.jsonl --holdout data/heldout.jsonl --teacher runs/ja-reranker/final"
-    "   # + teacher_scores for --ranking-loss mse",
+    "   # + teacher_scores for --ranking-loss mse\n\n"
+    "  jace build-pruning-data jsquad_valid.json data/train.jsonl --holdout data/heldout.jsonl --negatives 3 --negative-selection bm25"
+    "   # hard negatives",
 )
 def build_pruning_data(
     squad_path: Path = typer.Argument(..., help="SQuAD-format JSON (e.g. JSQuAD)."),
@@ -92,6 +94,11 @@ def build_pruning_data(
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="Also write a held-out split, by article, here."),
     holdout_fraction: float = typer.Option(0.2, "--holdout-fraction", help="Fraction of articles held out."),
     negatives: int = typer.Option(4, "--negatives", min=0, help="Other paragraphs of the same article per query."),
+    negative_selection: str = typer.Option(
+        "random", "--negative-selection",
+        help="How the negatives are picked among the article's other paragraphs: random, or bm25 (the hard "
+        "negatives: those BM25 over MeCab tokens ranks highest for the question).",
+    ),  # fmt: skip
     seed: int = typer.Option(42, "--seed", help="Seed for negative sampling and the split."),
     teacher: Optional[str] = typer.Option(
         None, "--teacher", help="Reranker that scores the training rows' texts into teacher_scores (for train-pruner --ranking-loss mse)."
@@ -102,11 +109,13 @@ def build_pruning_data(
     dtype: Optional[str] = DtypeOption,
 ) -> None:
     """Turn SQuAD-format QA data into pruning rows: answer sentences relevant, other paragraphs negatives."""
-    from jace.pruning.data import add_teacher_scores, build_from_squad, split_by_article, write_rows
+    from jace.pruning.data import NEGATIVE_SELECTIONS, add_teacher_scores, build_from_squad, split_by_article, write_rows
 
     if not squad_path.is_file():
         raise FileNotFoundError(f"{squad_path}: no such file.")
-    pairs = list(build_from_squad(squad_path, negatives=negatives, seed=seed))
+    if negative_selection not in NEGATIVE_SELECTIONS:
+        raise typer.BadParameter(f"{negative_selection!r}: use one of {', '.join(NEGATIVE_SELECTIONS)}.", param_hint="--negative-selection")
+    pairs = list(build_from_squad(squad_path, negatives=negatives, seed=seed, negative_selection=negative_selection))
     client = None
     if teacher is not None:
         from jace.scoring import RerankerCrossEncoderClient

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from jace.bm25 import BM25Index
 from jace.data import DataValidationError, iter_jsonl, write_jsonl
 from jace.pruning.sentences import split_sentences
 
@@ -87,14 +88,25 @@ def _relevance(spans: list[tuple[int, int]], answers: list[tuple[int, int]]) -> 
     return [int(any(start < a_end and a_start < end for a_start, a_end in answers)) for start, end in spans]
 
 
+#: How ``build_from_squad`` picks a question's negatives among the other paragraphs of its article.
+NEGATIVE_SELECTIONS = ("random", "bm25")
+
+
 def build_from_squad(
-    path: str | Path, *, negatives: int = 4, seed: int = 42
+    path: str | Path, *, negatives: int = 4, seed: int = 42, negative_selection: str = "random"
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(article_title, row)`` from a SQuAD-format file (e.g. JSQuAD).
 
     The question's own paragraph is the positive text; the sentence(s) holding an answer span
-    are relevant. Up to ``negatives`` other paragraphs of the same article are negatives.
+    are relevant. Up to ``negatives`` other paragraphs of the same article are negatives: a random
+    sample (``negative_selection="random"``), or the hard negatives, the ones BM25 over MeCab tokens
+    ranks highest for the question (``"bm25"``, hardest first; the article is the BM25 index).
+
+    Example:
+        >>> rows = [row for _, row in build_from_squad("jsquad_valid.json", negatives=3, negative_selection="bm25")]  # doctest: +SKIP
     """
+    if negative_selection not in NEGATIVE_SELECTIONS:
+        raise ValueError(f"negative_selection={negative_selection!r}: use one of {', '.join(NEGATIVE_SELECTIONS)}.")
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if "data" not in data:
         raise DataValidationError(f"{path}: not SQuAD format (no top-level 'data').")
@@ -102,13 +114,18 @@ def build_from_squad(
     for article in data["data"]:
         paragraphs = [p["context"] for p in article["paragraphs"]]
         spans = [split_sentences(context) for context in paragraphs]
+        index = BM25Index(paragraphs) if negative_selection == "bm25" and negatives and len(paragraphs) > 1 else None
         for p_index, paragraph in enumerate(article["paragraphs"]):
             others = [i for i in range(len(paragraphs)) if i != p_index]
             for qa in paragraph["qas"]:
                 answers = [(a["answer_start"], a["answer_start"] + len(a["text"])) for a in qa.get("answers", [])]
                 if not answers or qa.get("is_impossible"):
                     continue
-                chosen = rng.sample(others, min(negatives, len(others)))
+                if index is None:
+                    chosen = rng.sample(others, min(negatives, len(others)))
+                else:  # highest BM25 first; ties keep the article's order
+                    scores = index.scores(qa["question"])
+                    chosen = sorted(others, key=lambda i: -scores[i])[:negatives]
                 texts = [paragraphs[p_index]] + [paragraphs[i] for i in chosen]
                 all_spans = [spans[p_index]] + [spans[i] for i in chosen]
                 relevance = [_relevance(spans[p_index], answers)] + [[0] * len(spans[i]) for i in chosen]
