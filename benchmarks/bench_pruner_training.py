@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="+", choices=list(SETTINGS), default=None,
-                        help="Run only these settings (the first is the baseline of the ratio column).")
+                        help="Run only these settings; they run in the order above, and the first that runs is the ratio column's baseline.")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
