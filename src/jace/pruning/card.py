@@ -54,7 +54,7 @@ def write_model_card(
         lines += ["keep = out.logits.softmax(-1)[0, :, 1]           # per-token keep probability"]
     lines += ["```", "", "## Load with jace", "", "```python", "from jace.pruning import PruningEncoder",
               'encoder = PruningEncoder.from_pretrained("PATH")',
-              'result = encoder.prune("query", "context", threshold=0.1)',
+              'result = encoder.prune("query", "context")  # the default threshold above (pass threshold= to override)',
               "result.pruned_context, result.reranking_score, result.compression_rate", "```"]  # fmt: skip
     if mode == "reranking_pruning":
         lines += ["", "## Load with sentence-transformers", "", "```python", "from sentence_transformers import CrossEncoder",
