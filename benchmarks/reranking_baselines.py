@@ -30,10 +30,33 @@ def held_out_items(path: str, every: int = 1) -> list[dict]:
     The questions are taken before one-paragraph articles (nothing to rank) are dropped, so ``every=6`` scores
     the questions of ``heldout_every6.jsonl`` (every 6th row) that ``jace evaluate-reranker`` scores.
     """
+    import json
+
     from jace.reranking import read_ranking_rows
 
-    rows = [row for row in read_ranking_rows(path)[::every] if row["negatives"]]
-    return [{"question": r["query"], "paragraphs": [r["positive"], *r["negatives"]], "relevant": 0} for r in rows]
+    rows = read_ranking_rows(path)
+    with open(path, encoding="utf-8") as handle:  # the answer strings, which ranking rows do not carry
+        answers = [json.loads(line).get("answers", []) for line in handle if line.strip()]
+    if len(answers) != len(rows):
+        raise ValueError(f"{path}: {len(rows)} ranking rows but {len(answers)} lines")
+    kept = [(row, answer) for row, answer in list(zip(rows, answers))[::every] if row["negatives"]]
+    return [{"question": r["query"], "paragraphs": [r["positive"], *r["negatives"]], "relevant": 0, "answers": a} for r, a in kept]
+
+
+def answer_elsewhere(scores: list[np.ndarray], items: list[dict], k: int = 10) -> dict[str, float]:
+    """The misses whose first place is another paragraph holding one of the question's answer strings, and MRR@k
+    were they counted as found (JSQuAD's labels name one paragraph; DPR-style "has answer" relevance accepts these).
+
+    The positive is index 0 of each question's scores.
+    """
+    from jace.metrics import reranking_metrics
+
+    per_question = [reranking_metrics([s], [item["relevant"]], k=k)[f"mrr@{k}"] for s, item in zip(scores, items)]
+    elsewhere = [
+        rr < 1 and any(a and a in item["paragraphs"][1 + int(np.argmax(s[1:]))] for a in item["answers"])  # the best of the others
+        for s, item, rr in zip(scores, items, per_question)
+    ]
+    return {"answer elsewhere": int(sum(elsewhere)), f"MRR@{k}, those found": float(np.mean([1.0 if e else rr for e, rr in zip(elsewhere, per_question)]))}
 
 
 def ranking_metrics(scores: list[np.ndarray], items: list[dict], k: int = 10) -> dict[str, float]:
@@ -117,11 +140,12 @@ def main() -> None:
         started = time.perf_counter()
         scores[name] = scorer()
         seconds[name] = time.perf_counter() - started
-        rows.append({"method": name, **ranking_metrics(scores[name], items), "seconds": seconds[name]})
+        rows.append({"method": name, **ranking_metrics(scores[name], items), **answer_elsewhere(scores[name], items), "seconds": seconds[name]})
     for path in args.reranker:  # the hybrid a user would deploy: no weight to tune, nothing fitted to these questions
         name = f"jace reranker {path}"
         fused = [reciprocal_rank_fusion(a, b) for a, b in zip(scores[bm25], scores[name])]
-        rows.append({"method": f"RRF(BM25, {name})", **ranking_metrics(fused, items), "seconds": seconds[bm25] + seconds[name]})
+        rows.append({"method": f"RRF(BM25, {name})", **ranking_metrics(fused, items), **answer_elsewhere(fused, items),
+                     "seconds": seconds[bm25] + seconds[name]})
     print(pd.DataFrame(rows).round(4).to_markdown(index=False))
 
 
