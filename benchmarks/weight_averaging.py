@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from bench_japanese import JSTS as JSTS_COLUMNS  # the `jace evaluate` column flags of the JSTS study
 from common import data_file, machine
 
 ROOT = Path(__file__).resolve().parents[1]
-JSTS_COLUMNS = ["--first-column", "sentence1", "--second-column", "sentence2", "--label-column", "label", "--group-column", "sentence1"]
 
 
 class WeightAverages(TrainerCallback):
