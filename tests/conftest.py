@@ -219,3 +219,17 @@ class FirstGradient:
 
     def __getattr__(self, name):
         return getattr(self.callback, name)
+
+
+@pytest.fixture(scope="session")
+def pruner_dir(tiny_bert_dir, tmp_path_factory):
+    """A PruningEncoder on the tiny BERT with a sharpened random head and a saved threshold of 0.6."""
+    import torch
+
+    from jace.pruning import PruningEncoder
+
+    encoder = PruningEncoder.from_backbone(str(tiny_bert_dir), device="cpu")
+    torch.manual_seed(0)
+    torch.nn.init.normal_(encoder.model.pruning_head.classifier.weight, std=2.0)
+    encoder.model.config.default_threshold = 0.6  # as `jace evaluate-pruner --save-threshold` would
+    return encoder.save_pretrained(tmp_path_factory.mktemp("serve") / "pruner")

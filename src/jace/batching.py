@@ -8,8 +8,8 @@ out-of-memory error the batch is halved and retried, and later batches keep the 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Required, TypedDict, TypeVar, Unpack
 
 import torch
 from tqdm.auto import tqdm
@@ -56,7 +56,7 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None
     return batches
 
 
-def run_batched(
+def iter_batched(
     lengths: Sequence[int],
     forward: Callable[[list[int]], Sequence[T]],
     *,
@@ -65,14 +65,17 @@ def run_batched(
     device: torch.device | None = None,
     desc: str | None = None,
     show_progress_bar: bool | None = None,
-) -> list[T]:
-    """Run ``forward`` over length-sorted batches of item indices; return results in input order.
+) -> Generator[tuple[int, int], None, list[T]]:
+    """:func:`run_batched` one batch at a time: yields ``(items, padded tokens)`` of each batch run, returns the results.
 
-    ``forward(indices)`` must return one result per index, in the order given. When it raises an
-    out-of-memory error, the batch is split in half and retried, and the batch size stays halved.
+    A caller that steps several of these in turn (``jace serve``'s worker) interleaves their
+    batches, and one that stops stepping drops the rest of the work between two batches.
 
     Example:
-        >>> run_batched([1, 3, 2], lambda idx: [i * 10 for i in idx], batch_size=2)
+        >>> steps = iter_batched([1, 3, 2], lambda idx: [i * 10 for i in idx], batch_size=2)
+        >>> next(steps)  # the first batch: the two longest items, padded to 3 tokens
+        (2, 6)
+        >>> drain(steps)
         [0, 10, 20]
     """
     n = len(lengths)
@@ -102,4 +105,42 @@ def run_batched(
             for index, output in zip(indices, outputs):
                 results[index] = output
             bar.update(len(indices))
+            yield len(indices), len(indices) * max(max(int(lengths[i]) for i in indices), 1)
     return results  # type: ignore[return-value]
+
+
+def drain(steps: Generator[Any, None, T]) -> T:
+    """Run a step generator (:func:`iter_batched` and the steps built on it) to the end; its return value.
+
+    Example:
+        >>> drain(iter_batched([2, 1], lambda idx: idx, batch_size=1))
+        [0, 1]
+    """
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+class BatchOptions(TypedDict, total=False):
+    """The keyword options of :func:`iter_batched` and :func:`run_batched`."""
+
+    batch_size: Required[int]
+    max_tokens: int | None
+    device: torch.device | None
+    desc: str | None
+    show_progress_bar: bool | None
+
+
+def run_batched(lengths: Sequence[int], forward: Callable[[list[int]], Sequence[T]], **options: Unpack[BatchOptions]) -> list[T]:
+    """Run ``forward`` over length-sorted batches of item indices; return results in input order.
+
+    ``forward(indices)`` must return one result per index, in the order given. When it raises an
+    out-of-memory error, the batch is split in half and retried, and the batch size stays halved.
+
+    Example:
+        >>> run_batched([1, 3, 2], lambda idx: [i * 10 for i in idx], batch_size=2)
+        [0, 10, 20]
+    """
+    return drain(iter_batched(lengths, forward, **options))

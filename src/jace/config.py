@@ -20,6 +20,8 @@ Check = Callable[[Any], bool]
 DEFAULT_RERANKER = "hotchpotch/japanese-reranker-cross-encoder-large-v1"
 #: The vision-language model that captions image お題.
 DEFAULT_CAPTION_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+#: ``jace serve``: a request body above this many bytes is a 413, answered before the body is read.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 #: The regression metrics jace reports, by name.
 REGRESSION_METRICS = ("mse", "rmse", "r2", "pearson", "spearman")

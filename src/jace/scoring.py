@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +11,7 @@ import torch
 from scipy.special import expit
 from transformers import AutoTokenizer, PreTrainedModel
 
-from jace.batching import run_batched
+from jace.batching import drain, iter_batched
 from jace.config import DEFAULT_RERANKER
 from jace.cross_encoder import ADAPTER_CONFIG, check_model_source, encode_pairs, load_sequence_regressor, loading, read_adapter_base
 from jace.data import HUMOR, PairColumns
@@ -139,6 +139,62 @@ class RerankerCrossEncoderClient:
         # Upcast before the sigmoid: a half-precision sigmoid saturates and ties the top scores.
         return self.model(**batch).logits.float().squeeze(-1).cpu().tolist()
 
+    def encode(self, pairs: Sequence[Pair], *, tokenizer: Any = None, max_length: int | None = None) -> dict[str, list[list[int]]]:
+        """Token ids of ``pairs`` as :meth:`run` feeds them to the model (truncated to ``max_length``, no padding).
+
+        ``tokenizer`` is this model's tokenizer or a copy of it (another thread's own copy, so that two
+        threads never share one fast tokenizer). ``max_length`` defaults to the client's.
+
+        Example:
+            >>> features = client.encode([("お題", "回答")])  # doctest: +SKIP
+            >>> client.run_encoded(features)  # doctest: +SKIP
+            [0.42]
+        """
+        return encode_pairs(tokenizer or self.tokenizer, pairs, max_length or self.max_length)
+
+    def score_steps(
+        self,
+        features: dict[str, list[list[int]]],
+        batch_size: int = 32,
+        *,
+        original_scale: bool = False,
+        raw_scores: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> Generator[tuple[int, int], None, list[float]]:
+        """:meth:`run` on pairs already :meth:`encode`-d, one batch per step (see :func:`jace.batching.iter_batched`).
+
+        Example:
+            >>> drain(client.score_steps(client.encode([("お題", "回答")])))  # doctest: +SKIP
+            [0.42]
+        """
+        if original_scale and raw_scores:
+            raise ValueError("original_scale and raw_scores exclude each other: the scale maps sigmoid scores back.")
+        if original_scale and self.scaler is None:
+            raise ValueError(
+                "original_scale=True needs a target scaler, but this model has none (target_scaler.json); "
+                "it is saved by train_with_lora. Scores are on 0..1."
+            )
+        lengths = [len(ids) for ids in features["input_ids"]]
+        logits = yield from iter_batched(
+            lengths,
+            lambda indices: self._logits(features, indices),
+            batch_size=batch_size,
+            max_tokens=self.max_batch_tokens,
+            device=self.device,
+            desc="Scoring",
+            show_progress_bar=show_progress_bar,
+        )
+        if raw_scores:
+            return [float(logit) for logit in logits]
+        scores = expit(np.asarray(logits, dtype=np.float64))
+        if original_scale:
+            scores = self.scaler.inverse_transform(scores)  # type: ignore[union-attr]
+        return [float(s) for s in scores]
+
+    def run_encoded(self, features: dict[str, list[list[int]]], batch_size: int = 32, **options: Any) -> list[float]:
+        """:meth:`run` on pairs already :meth:`encode`-d (the options are :meth:`run`'s)."""
+        return drain(self.score_steps(features, batch_size, **options))
+
     def run(
         self,
         pairs: Sequence[Pair],
@@ -159,30 +215,8 @@ class RerankerCrossEncoderClient:
             >>> client.run([("お題", "回答")], original_scale=True)  # doctest: +SKIP
             [2.71]
         """
-        if original_scale and raw_scores:
-            raise ValueError("original_scale and raw_scores exclude each other: the scale maps sigmoid scores back.")
-        if original_scale and self.scaler is None:
-            raise ValueError(
-                "original_scale=True needs a target scaler, but this model has none (target_scaler.json); "
-                "it is saved by train_with_lora. Scores are on 0..1."
-            )
-        features = encode_pairs(self.tokenizer, pairs, self.max_length)
-        lengths = [len(ids) for ids in features["input_ids"]]
-        logits = run_batched(
-            lengths,
-            lambda indices: self._logits(features, indices),
-            batch_size=batch_size,
-            max_tokens=self.max_batch_tokens,
-            device=self.device,
-            desc="Scoring",
-            show_progress_bar=show_progress_bar,
-        )
-        if raw_scores:
-            return [float(logit) for logit in logits]
-        scores = expit(np.asarray(logits, dtype=np.float64))
-        if original_scale:
-            scores = self.scaler.inverse_transform(scores)  # type: ignore[union-attr]
-        return [float(s) for s in scores]
+        return self.run_encoded(self.encode(pairs), batch_size, original_scale=original_scale, raw_scores=raw_scores,
+                                show_progress_bar=show_progress_bar)  # fmt: skip
 
     def rank(
         self,

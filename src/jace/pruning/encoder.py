@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from scipy.special import expit
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from jace.atomic import atomic_directory
-from jace.batching import run_batched
+from jace.batching import drain, iter_batched
 from jace.cross_encoder import check_model_source, load_sequence_regressor, loading
 from jace.device import resolve_device, resolve_precision
 from jace.pruning import modeling_pruning_encoder as modeling
@@ -69,6 +69,32 @@ class _Item:
     sums: np.ndarray = field(default=None)  # type: ignore[assignment]
     counts: np.ndarray = field(default=None)  # type: ignore[assignment]
     best_logit: float = -np.inf
+
+
+@dataclass
+class PruningPlan:
+    """Contexts split into sentences and tokenized into model windows (:meth:`PruningEncoder.plan_pruning`)."""
+
+    queries: int
+    flat: list[tuple[int, _Item]]  # (query index, context) for every context
+    windows: list[tuple[int, Any]]  # (index into flat, encoded window)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the model will see (every window, unpadded)."""
+        return sum(len(window.input_ids) for _, window in self.windows)
+
+    @classmethod
+    def join(cls, plans: Sequence["PruningPlan"]) -> "PruningPlan":
+        """One plan holding several, queries in order (their results come back in the same order)."""
+        if len(plans) == 1:
+            return plans[0]
+        queries, flat, windows = 0, [], []
+        for plan in plans:
+            windows += [(len(flat) + item_index, window) for item_index, window in plan.windows]
+            flat += [(queries + q_index, item) for q_index, item in plan.flat]
+            queries += plan.queries
+        return cls(queries, flat, windows)
 
 
 def _check_text(value: Any, what: str) -> str:
@@ -272,10 +298,27 @@ class PruningEncoder:
         the best sentence of each query's top-ranked context even when none passes the threshold
         (:func:`~jace.pruning.selection.keep_masks`).
         """
-        threshold = self.default_threshold if threshold is None else threshold
-        keep_top_context = self.keep_top_context if keep_top_context is None else keep_top_context
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+        plan = self.plan_pruning(items, sentence_spans=sentence_spans)
+        return drain(self.prune_steps(plan, threshold=threshold, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                      keep_top_context=keep_top_context))  # fmt: skip
+
+    def plan_pruning(
+        self,
+        items: Sequence[tuple[str, str | Sequence[str]]],
+        *,
+        sentence_spans: Sequence[Sequence[Sequence[tuple[int, int]]]] | None = None,
+        tokenizer: Any = None,
+    ) -> PruningPlan:
+        """The first half of :meth:`prune_batch`: check the texts, split sentences and tokenize the windows.
+
+        ``tokenizer`` is this model's tokenizer or a copy of it (another thread's own copy). The plan
+        goes to :meth:`prune_steps`, which runs the model; ``plan.tokens`` counts its tokens.
+
+        Example:
+            >>> plan = encoder.plan_pruning([("梅雨は？", ["梅雨は雨季。猫が好き。"])])  # doctest: +SKIP
+            >>> drain(encoder.prune_steps(plan))[0][0].pruned_context  # doctest: +SKIP
+            '梅雨は雨季。'
+        """
         if sentence_spans is not None and len(sentence_spans) != len(items):
             raise ValueError(f"sentence_spans has {len(sentence_spans)} entries for {len(items)} queries.")
         flat: list[tuple[int, _Item]] = []
@@ -294,21 +337,40 @@ class PruningEncoder:
                 flat.append((q_index, _Item(query, context, spans)))
         windows = []
         for item_index, (_, item) in enumerate(flat):
-            item.sums, item.counts = np.zeros(len(item.spans)), np.zeros(len(item.spans))
-            for window in encode_windows(self.tokenizer, self.template, item.query, item.context, item.spans,
+            for window in encode_windows(tokenizer or self.tokenizer, self.template, item.query, item.context, item.spans,
                                          self.max_length, self.max_query_tokens):  # fmt: skip
                 windows.append((item_index, window))
-        outputs = run_batched(
+        return PruningPlan(len(items), flat, windows)
+
+    def prune_steps(
+        self,
+        plan: PruningPlan,
+        *,
+        threshold: float | None = None,
+        batch_size: int = 16,
+        show_progress_bar: bool | None = None,
+        keep_top_context: bool | None = None,
+    ) -> Generator[tuple[int, int], None, list[list[PruningResult]]]:
+        """The second half of :meth:`prune_batch`: the model's passes over a plan, one batch per step
+        (see :func:`jace.batching.iter_batched`); returns :meth:`prune_batch`'s results."""
+        threshold = self.default_threshold if threshold is None else threshold
+        keep_top_context = self.keep_top_context if keep_top_context is None else keep_top_context
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+        windows = plan.windows
+        outputs = yield from iter_batched(
             [len(w.input_ids) for _, w in windows], lambda idx: self._forward(windows, idx),
             batch_size=batch_size, device=self.device, desc="Pruning", show_progress_bar=show_progress_bar,
         )  # fmt: skip
+        items = [_Item(item.query, item.context, item.spans, np.zeros(len(item.spans)), np.zeros(len(item.spans)))
+                 for _, item in plan.flat]  # fmt: skip
         for (item_index, _), (logit, sums, counts) in zip(windows, outputs):
-            item = flat[item_index][1]
+            item = items[item_index]
             item.sums[: len(sums)] += sums
             item.counts[: len(counts)] += counts
             item.best_logit = max(item.best_logit, logit) if not np.isnan(logit) else item.best_logit
-        per_query: list[list[_Item]] = [[] for _ in items]
-        for q_index, item in flat:
+        per_query: list[list[_Item]] = [[] for _ in range(plan.queries)]
+        for (q_index, _), item in zip(plan.flat, items):
             per_query[q_index].append(item)
         results: list[list[PruningResult]] = []
         for contexts in per_query:

@@ -1,37 +1,74 @@
-"""The model side of ``jace serve``: one worker thread that batches pairs across requests.
+"""The model side of ``jace serve``: one worker thread that runs every request's batches in turn.
 
-Requests put jobs on one queue. The worker takes the oldest job, then every job already waiting,
-merges the pairs of jobs that want the same kind of answer, and runs them through jace's one
-batching routine (length-sorted, under a padded-token budget) in a single call. So sixteen
-clients sending twenty texts each cost about one batched pass, not sixteen small ones. Answers go
+A request is tokenized once, in its own thread (with that thread's own copy of the tokenizer, so
+that no fast tokenizer is ever shared between threads), and becomes a job on one queue. The worker
+merges small jobs that want the same kind of answer into one group (up to one batch of pairs), and
+runs each group as a step generator of jace's one batching routine (length-sorted, under a
+padded-token budget). Groups take turns, one batch each, so a one-text request behind a
+thousand-text request waits about one batch, not the whole big request; and a job whose request
+timed out or whose client went away is dropped between two batches, freeing the model. Answers go
 back to each request's future, in its own order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import math
 import queue
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from jace.pruning.encoder import PruningEncoder, PruningResult
+from jace.pruning.encoder import PruningEncoder, PruningPlan, PruningResult
 from jace.scoring import RerankerCrossEncoderClient
 
 Pair = tuple[str, str]
 
 
+class TooLong(ValueError):
+    """A pair is over the model's token limit and the request did not allow truncation."""
+
+    def __init__(self, index: int, length: int, count: int, limit: int) -> None:
+        super().__init__(f"pair {index} is over {limit} tokens")
+        self.index, self.length, self.count, self.limit = index, length, count, limit
+
+
+class Disconnected(Exception):
+    """The client went away before its answer was ready; its remaining batches were dropped."""
+
+
+@dataclass
+class Encoded:
+    """A request's texts, tokenized once in the request's thread; the worker runs these very ids."""
+
+    kind: str  # "score" or "prune"
+    payload: Any  # the reranker's features, or a PruningPlan
+    size: int  # pairs, or contexts
+    tokens: int  # tokens the model sees (after truncation)
+
+
 @dataclass
 class _Job:
-    kind: str  # "score" or "prune"
-    key: tuple  # jobs with the same kind and key are merged into one call
-    payload: Any
-    size: int
-    tokens: int
+    encoded: Encoded
+    key: tuple  # options; jobs with the same kind and key may share a model call
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    deadline: float | None  # time.monotonic() after which the answer is no use
     cancelled: bool = False
+
+    def dropped(self, now: float) -> bool:
+        return self.cancelled or (self.deadline is not None and now > self.deadline)
+
+
+@dataclass
+class _Group:
+    jobs: list[_Job]
+    steps: Generator[tuple[int, int], None, list[Any]]
+    split: Callable[[list[Any]], list[Any]] = field(repr=False)  # the group's answer -> one answer per job
 
 
 class Engine:
@@ -60,11 +97,14 @@ class Engine:
         self.on_batch = on_batch or (lambda kind, pairs, tokens: None)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._step_started: float | None = None  # when the batch now running began (None: idle)
         self.pending = 0  # jobs waiting or running
 
     @property
     def tokenizer(self) -> Any:
-        return (self.reranker or self.pruner).tokenizer  # type: ignore[union-attr]
+        """The tokenizer of the model that scores pairs (this thread's own copy)."""
+        return self._thread_copy(self.reranker or self.pruner)
 
     @property
     def max_length(self) -> int:
@@ -73,6 +113,20 @@ class Engine:
     @property
     def scaler(self) -> Any:
         return self.reranker.scaler if self.reranker is not None else None
+
+    def _thread_copy(self, model: Any) -> Any:
+        """``model.tokenizer``, copied once per thread when it is a fast (Rust) tokenizer.
+
+        Two threads calling one fast tokenizer with different truncation settings raise
+        "Already borrowed"; slow (pure Python) tokenizers have no such state and are shared.
+        """
+        tokenizer = model.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            return tokenizer
+        copies = self._local.__dict__.setdefault("copies", {})
+        if id(model) not in copies:
+            copies[id(model)] = copy.deepcopy(tokenizer)
+        return copies[id(model)]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="jace-model-worker", daemon=True)
@@ -85,105 +139,222 @@ class Engine:
             self._thread.join()
             self._thread = None
 
-    def pair_lengths(self, pairs: Sequence[Pair]) -> list[int]:
-        """Untruncated token count of each pair, as the model's tokenizer builds it."""
-        if not pairs:
-            return []
-        encoded = self.tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation=False)
-        return [len(ids) for ids in encoded["input_ids"]]
+    def stalled(self, timeout: float) -> str | None:
+        """Why the worker cannot answer in time (``/health``'s 503 reason), or None when it can."""
+        if self._thread is None or not self._thread.is_alive():
+            return "the model worker is not running"
+        started = self._step_started
+        if started is not None and time.monotonic() - started > timeout:
+            return f"one model batch has been running for {time.monotonic() - started:.0f} s, over the {timeout:g} s request timeout"
+        return None
 
-    async def _submit(self, kind: str, key: tuple, payload: Any, size: int, tokens: int, timeout: float | None) -> Any:
+    # ---- tokenizing, in the request's thread ------------------------------------------------
+
+    def encode_pairs(self, pairs: Sequence[Pair], *, truncate: bool = True) -> Encoded:
+        """Tokenize pairs for scoring, once. Without ``truncate``, a pair over the limit raises TooLong.
+
+        The check tokenizes to one token past the limit, so no pass is ever longer than that.
+        """
+        limit = self.max_length
+        model = self.reranker or self.pruner
+        features = self._check_lengths(model, pairs, limit, truncate)
+        if self.reranker is not None:
+            return Encoded("score", features, len(pairs), sum(len(ids) for ids in features["input_ids"]))
+        plan = self.pruner.plan_pruning([(q, [p]) for q, p in pairs], tokenizer=self._thread_copy(self.pruner))  # type: ignore[union-attr]
+        return Encoded("score", plan, len(pairs), plan.tokens)
+
+    def _check_lengths(self, model: Any, pairs: Sequence[Pair], limit: int, truncate: bool) -> dict[str, list[list[int]]]:
+        from jace.cross_encoder import encode_pairs
+
+        tokenizer = self._thread_copy(model)
+        if truncate:
+            return encode_pairs(tokenizer, pairs, limit)
+        features = encode_pairs(tokenizer, pairs, limit + 1)
+        too_long = [i for i, ids in enumerate(features["input_ids"]) if len(ids) > limit]
+        if too_long:
+            raise TooLong(too_long[0], len(features["input_ids"][too_long[0]]), len(too_long), limit)
+        return features
+
+    def cut(self, texts: Sequence[str], side: str, *, budget: int | None = None, query: str | None = None) -> list[str]:
+        """Cut each text to ``budget`` tokens (and to what the model has left after ``query``), keeping
+        its start (``side="right"``) or its end (``"left"``, TEI's truncation_direction). Needs offsets."""
+        tokenizer = self.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise LookupError("cutting texts by tokens needs a fast tokenizer; this model's has no offsets. "
+                              "Leave the option out: the model truncates long texts on the right.")  # fmt: skip
+        limit = self.max_length if budget is None else budget
+        if query is not None:
+            special = len(tokenizer("a", "b")["input_ids"]) - len(tokenizer("a", add_special_tokens=False)["input_ids"]) * 2
+            asked = tokenizer(query, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+            limit = min(limit, max(self.max_length - special - len(asked), 1))
+        cut = []
+        for text in texts:
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            if len(offsets) <= limit:
+                cut.append(text)
+            else:
+                cut.append(text[offsets[-limit][0] :] if side == "left" else text[: offsets[limit - 1][1]])
+        return cut
+
+    def encode_contexts(self, query: str, contexts: Sequence[str]) -> Encoded:
+        """Split and tokenize one query's contexts for pruning, once."""
+        if self.pruner is None:
+            raise LookupError("no pruner is loaded; start the server with --pruner FOLDER (or a PruningEncoder as MODEL).")
+        plan = self.pruner.plan_pruning([(query, list(contexts))], tokenizer=self._thread_copy(self.pruner))
+        return Encoded("prune", plan, len(contexts), plan.tokens)
+
+    # ---- asking, from the event loop ----------------------------------------------------------
+
+    async def run(self, encoded: Encoded, key: tuple, *, timeout: float | None = None,
+                  disconnected: Callable[[], Awaitable[Any]] | None = None) -> list[Any]:  # fmt: skip
+        """The answers for ``encoded`` (one per pair or context), in order.
+
+        Raises asyncio.TimeoutError after ``timeout`` seconds and Disconnected when ``disconnected()``
+        completes first; either way the worker drops the job's remaining batches.
+        """
         loop = asyncio.get_running_loop()
-        job = _Job(kind, key, payload, size, tokens, loop.create_future(), loop)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = _Job(encoded, key, loop.create_future(), loop, deadline)
         self.pending += 1
         self._queue.put(job)
+        watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        answer = asyncio.ensure_future(asyncio.shield(job.future))
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
-        except asyncio.TimeoutError:
-            job.cancelled = True  # the worker skips it if it has not started
+            done, _ = await asyncio.wait({answer} | ({watcher} if watcher else set()), timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if answer in done:
+                return answer.result()
+            job.cancelled = True  # the worker drops it before its next batch
+            if watcher is not None and watcher in done:
+                raise Disconnected()
+            raise asyncio.TimeoutError()
+        except asyncio.CancelledError:
+            job.cancelled = True
             raise
         finally:
             self.pending -= 1
+            for task in (answer, watcher):
+                if task is not None and not task.done():
+                    task.cancel()
 
     async def score(self, pairs: Sequence[Pair], *, raw_scores: bool = False, original_scale: bool = False,
-                    tokens: int = 0, timeout: float | None = None) -> list[float]:  # fmt: skip
-        """Scores of ``pairs`` (sigmoid, logits with ``raw_scores``, or the training scale), in order.
-
-        ``tokens`` (the pairs' token count, when the caller knows it) feeds the batch metrics.
-        """
-        return await self._submit("score", (raw_scores, original_scale), list(pairs), len(pairs), tokens, timeout)
+                    timeout: float | None = None) -> list[float]:  # fmt: skip
+        """Scores of ``pairs`` (sigmoid, logits with ``raw_scores``, or the training scale), in order."""
+        encoded = await asyncio.to_thread(self.encode_pairs, pairs)
+        return await self.run(encoded, (raw_scores, original_scale), timeout=timeout)
 
     async def prune(self, query: str, contexts: Sequence[str], *, threshold: float | None = None,
-                    keep_top_context: bool | None = None, tokens: int = 0,
-                    timeout: float | None = None) -> list[PruningResult]:  # fmt: skip
+                    keep_top_context: bool | None = None, timeout: float | None = None) -> list[PruningResult]:  # fmt: skip
         """Pruning results (with rerank scores) of ``contexts`` for ``query``, in order.
 
         ``threshold`` and ``keep_top_context`` None use the pruner's saved settings
         (:meth:`~jace.pruning.encoder.PruningEncoder.prune_batch`).
         """
-        if self.pruner is None:
-            raise LookupError("no pruner is loaded; start the server with --pruner FOLDER (or a PruningEncoder as MODEL).")
-        return await self._submit("prune", (threshold, keep_top_context), (query, list(contexts)), len(contexts), tokens, timeout)
+        encoded = await asyncio.to_thread(self.encode_contexts, query, contexts)
+        return await self.run(encoded, (threshold, keep_top_context), timeout=timeout)
 
     # ---- worker ------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        active: deque[_Group] = deque()
         stopping = False
-        while not stopping:
-            job = self._queue.get()
-            if job is None:
-                break
-            jobs = [job]
-            while True:  # everything already waiting joins this round
-                try:
-                    extra = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if extra is None:
-                    stopping = True  # finish this round, then stop
-                    break
-                jobs.append(extra)
-            groups: dict[tuple, list[_Job]] = {}
-            for item in jobs:
-                if not item.cancelled:
-                    groups.setdefault((item.kind, item.key), []).append(item)
-            for (kind, key), members in groups.items():
-                self._run_group(kind, key, members)
+        while not (stopping and not active):
+            stopping = self._take_new(active, block=not active) or stopping
+            if not active:
+                continue
+            group = active.popleft()
+            now = time.monotonic()
+            if all(job.dropped(now) for job in group.jobs):
+                group.steps.close()
+                continue
+            self._step_started = now
+            try:
+                items, tokens = next(group.steps)
+                self.on_batch(group.jobs[0].encoded.kind, items, tokens)
+            except StopIteration as finished:
+                answers = group.split(finished.value)
+                for job, answer in zip(group.jobs, answers):
+                    job.loop.call_soon_threadsafe(_settle, job.future, answer, None)
+                continue
+            except Exception as error:  # noqa: BLE001 - handed to every request of the group
+                for job in group.jobs:
+                    job.loop.call_soon_threadsafe(_settle, job.future, None, error)
+                continue
+            finally:
+                self._step_started = None
+            stopping = self._take_new(active, block=False) or stopping  # what came in meanwhile goes first
+            active.append(group)
 
-    def _run_group(self, kind: str, key: tuple, jobs: list[_Job]) -> None:
+    def _take_new(self, active: deque[_Group], *, block: bool) -> bool:
+        """Move waiting jobs into groups at the back of ``active``; True once the stop marker was seen."""
+        jobs: list[_Job] = []
+        stop = False
         try:
-            if kind == "score":
-                pairs = [pair for job in jobs for pair in job.payload]
-                self.on_batch(kind, len(pairs), sum(job.tokens for job in jobs))
-                scores = self._score(pairs, *key)
-                answers, start = [], 0
-                for job in jobs:
-                    answers.append(scores[start : start + job.size])
-                    start += job.size
-            else:
-                items = [job.payload for job in jobs]
-                self.on_batch(kind, sum(job.size for job in jobs), sum(job.tokens for job in jobs))
-                answers = self.pruner.prune_batch(items, threshold=key[0], keep_top_context=key[1],  # type: ignore[union-attr]
-                                                  batch_size=self.batch_size, show_progress_bar=False)  # fmt: skip
-        except Exception as error:  # noqa: BLE001 - handed to every request of the group
-            for job in jobs:
-                job.loop.call_soon_threadsafe(_settle, job.future, None, error)
-            return
-        for job, answer in zip(jobs, answers):
-            job.loop.call_soon_threadsafe(_settle, job.future, answer, None)
+            item = self._queue.get(block=block)
+            while True:
+                if item is None:
+                    stop = True
+                else:
+                    jobs.append(item)
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        merging: dict[tuple, list[_Job]] = {}
+        for job in jobs:
+            if job.dropped(time.monotonic()):
+                continue
+            kind = job.encoded.kind
+            members = merging.setdefault((kind, job.key), [])
+            if members and sum(m.encoded.size for m in members) + job.encoded.size > self.batch_size:
+                active.append(self._group(members))
+                members = merging[(kind, job.key)] = []
+            members.append(job)
+        for members in merging.values():
+            if members:
+                active.append(self._group(members))
+        return stop
 
-    def _score(self, pairs: list[Pair], raw_scores: bool, original_scale: bool) -> list[float]:
+    def _group(self, jobs: list[_Job]) -> _Group:
+        """One step generator over the jobs' merged inputs, and how to split its answer back per job."""
+        kind, key = jobs[0].encoded.kind, jobs[0].key
+        payloads = [job.encoded.payload for job in jobs]
+        if kind == "prune":
+            steps = self.pruner.prune_steps(PruningPlan.join(payloads), threshold=key[0], keep_top_context=key[1],  # type: ignore[union-attr]
+                                            batch_size=self.batch_size)  # fmt: skip
+            return _Group(jobs, steps, lambda answer: answer)  # one query per job: one list of results each
+        sizes = [job.encoded.size for job in jobs]
+        raw_scores, original_scale = key
         if self.reranker is not None:
-            return self.reranker.run(pairs, batch_size=self.batch_size, raw_scores=raw_scores,
-                                     original_scale=original_scale, show_progress_bar=False)  # fmt: skip
+            merged = {name: [row for payload in payloads for row in payload[name]] for name in payloads[0]}
+            steps = self.reranker.score_steps(merged, self.batch_size, raw_scores=raw_scores, original_scale=original_scale)
+            return _Group(jobs, steps, lambda scores: _split(scores, sizes))
         if original_scale:
-            raise ValueError("original_scale needs a model trained by jace (target_scaler.json); this is a PruningEncoder.")
-        scores = self.pruner.predict(pairs, batch_size=self.batch_size)  # type: ignore[union-attr]
-        if raw_scores:
-            import math
+            error = ValueError("original_scale needs a model trained by jace (target_scaler.json); this is a PruningEncoder.")
+            return _Group(jobs, _failing(error), lambda answer: answer)
+        if self.pruner.mode != "reranking_pruning":  # type: ignore[union-attr]
+            return _Group(jobs, _failing(ValueError("this PruningEncoder is 'pruning_only': it prunes but gives no scores.")),
+                          lambda answer: answer)  # fmt: skip
+        steps = self.pruner.prune_steps(PruningPlan.join(payloads), batch_size=self.batch_size)  # type: ignore[union-attr]
+        return _Group(jobs, steps, lambda results: _split([_pruner_score(r[0].reranking_score, raw_scores) for r in results], sizes))
 
-            return [math.log(s / (1 - s)) if 0 < s < 1 else math.copysign(float("inf"), s - 0.5) for s in scores]
-        return scores
+
+def _split(values: list[Any], sizes: list[int]) -> list[list[Any]]:
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(values[start : start + size])
+        start += size
+    return parts
+
+
+def _pruner_score(score: float, raw: bool) -> float:
+    if not raw:
+        return score
+    return math.log(score / (1 - score)) if 0 < score < 1 else math.copysign(float("inf"), score - 0.5)
+
+
+def _failing(error: Exception) -> Generator[tuple[int, int], None, list[Any]]:
+    raise error
+    yield (0, 0)  # pragma: no cover - makes this a generator
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
+from jace.config import DEFAULT_MAX_REQUEST_BYTES
 from jace.server.app import ServerSettings, create_app
 from jace.server.engine import Engine
 
@@ -50,13 +51,13 @@ def build_engine(model: str, pruner: Optional[str] = None, *, device: Optional[s
 def serve(model: str, pruner: Optional[str] = None, *, host: str = "127.0.0.1", port: int = 8080,
           device: Optional[str] = None, dtype: Optional[str] = None, max_batch_tokens: Optional[int] = 16384,
           max_client_batch_size: int = 1000, max_concurrent_requests: int = 512, request_timeout: float = 60.0,
-          api_key: Optional[str] = None, batch_size: int = 32) -> None:  # fmt: skip
+          api_key: Optional[str] = None, batch_size: int = 32, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:  # fmt: skip
     """Load the models and run the server until SIGINT/SIGTERM (in-flight requests finish first)."""
     import uvicorn
 
     engine, settings = build_engine(model, pruner, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens,
                                     batch_size=batch_size)  # fmt: skip
     settings = replace(settings, max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
-                       request_timeout=request_timeout, api_key=api_key or None)  # fmt: skip
+                       request_timeout=request_timeout, api_key=api_key or None, max_request_bytes=max_request_bytes)  # fmt: skip
     uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=int(request_timeout) + 5)  # fmt: skip
