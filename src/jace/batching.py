@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Required, TypedDict, TypeVar, Unpack
+from typing import Any, NamedTuple, Required, TypedDict, TypeVar, Unpack
 
 import torch
 from tqdm.auto import tqdm
@@ -56,6 +56,14 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None
     return batches
 
 
+class Batch(NamedTuple):
+    """What one step of :func:`iter_batched` ran: its items, its padded tokens, and whether it was the last."""
+
+    items: int
+    tokens: int
+    last: bool
+
+
 def iter_batched(
     lengths: Sequence[int],
     forward: Callable[[list[int]], Sequence[T]],
@@ -65,8 +73,10 @@ def iter_batched(
     device: torch.device | None = None,
     desc: str | None = None,
     show_progress_bar: bool | None = None,
-) -> Generator[tuple[int, int], None, list[T]]:
-    """:func:`run_batched` one batch at a time: yields ``(items, padded tokens)`` of each batch run, returns the results.
+) -> Generator[Batch, None, list[T]]:
+    """:func:`run_batched` one batch at a time: yields a :class:`Batch` after each batch run, returns the results.
+
+    After the batch marked ``last``, one more step runs no model, only what follows the batches.
 
     A caller that steps several of these in turn (``jace serve``'s worker) interleaves their
     batches, and one that stops stepping drops the rest of the work between two batches.
@@ -74,7 +84,7 @@ def iter_batched(
     Example:
         >>> steps = iter_batched([1, 3, 2], lambda idx: [i * 10 for i in idx], batch_size=2)
         >>> next(steps)  # the first batch: the two longest items, padded to 3 tokens
-        (2, 6)
+        Batch(items=2, tokens=6, last=False)
         >>> drain(steps)
         [0, 10, 20]
     """
@@ -105,7 +115,7 @@ def iter_batched(
             for index, output in zip(indices, outputs):
                 results[index] = output
             bar.update(len(indices))
-            yield len(indices), len(indices) * max(max(int(lengths[i]) for i in indices), 1)
+            yield Batch(len(indices), len(indices) * max(max(int(lengths[i]) for i in indices), 1), not queue)
     return results  # type: ignore[return-value]
 
 

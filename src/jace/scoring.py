@@ -11,7 +11,7 @@ import torch
 from scipy.special import expit
 from transformers import AutoTokenizer, PreTrainedModel
 
-from jace.batching import drain, iter_batched
+from jace.batching import Batch, drain, iter_batched
 from jace.config import DEFAULT_RERANKER
 from jace.cross_encoder import ADAPTER_CONFIG, check_model_source, encode_pairs, load_sequence_regressor, loading, read_adapter_base
 from jace.data import HUMOR, PairColumns
@@ -160,7 +160,7 @@ class RerankerCrossEncoderClient:
         original_scale: bool = False,
         raw_scores: bool = False,
         show_progress_bar: bool | None = None,
-    ) -> Generator[tuple[int, int], None, list[float]]:
+    ) -> Generator[Batch, None, list[float]]:
         """:meth:`run` on pairs already :meth:`encode`-d, one batch per step (see :func:`jace.batching.iter_batched`).
 
         Example:

@@ -16,7 +16,7 @@ from scipy.special import expit
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from jace.atomic import atomic_directory
-from jace.batching import drain, iter_batched
+from jace.batching import Batch, drain, iter_batched
 from jace.cross_encoder import check_model_source, load_sequence_regressor, loading
 from jace.device import resolve_device, resolve_precision
 from jace.pruning import modeling_pruning_encoder as modeling
@@ -350,7 +350,7 @@ class PruningEncoder:
         batch_size: int = 16,
         show_progress_bar: bool | None = None,
         keep_top_context: bool | None = None,
-    ) -> Generator[tuple[int, int], None, list[list[PruningResult]]]:
+    ) -> Generator[Batch, None, list[list[PruningResult]]]:
         """The second half of :meth:`prune_batch`: the model's passes over a plan, one batch per step
         (see :func:`jace.batching.iter_batched`); returns :meth:`prune_batch`'s results."""
         threshold = self.default_threshold if threshold is None else threshold

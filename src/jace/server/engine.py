@@ -1,7 +1,7 @@
 """The model side of ``jace serve``: one worker thread that runs every request's batches in turn.
 
-A request is tokenized once, in its own thread (with that thread's own copy of the tokenizer, so
-that no fast tokenizer is ever shared between threads), and becomes a job on one queue. The worker
+A request is tokenized once, in its own thread (with a copy of the tokenizer that no other thread
+holds meanwhile: :class:`TokenizerPool`), and becomes a job on one queue. The worker
 merges small jobs that want the same kind of answer into one group (up to one batch of pairs), and
 runs each group as a step generator of jace's one batching routine (length-sorted, under a
 padded-token budget). Groups take turns, one batch each, so a one-text request behind a
@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ctypes
+import ctypes.util
 import math
+import os
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from jace.batching import Batch
 from jace.pruning.encoder import PruningEncoder, PruningPlan, PruningResult
 from jace.scoring import RerankerCrossEncoderClient
 
@@ -39,6 +44,35 @@ class TooLong(ValueError):
 
 class Disconnected(Exception):
     """The client went away before its answer was ready; its remaining batches were dropped."""
+
+
+class TokenizerPool:
+    """Copies of one tokenizer, each lent to one thread at a time.
+
+    Two threads calling one fast (Rust) tokenizer with different truncation settings raise
+    "Already borrowed", so request threads never share one: each borrows a copy, made once when
+    the server loads (copying an XLM-R tokenizer takes about a second, too long for a request).
+    A slow (pure Python) tokenizer has no such state; its one instance is lent in turn.
+
+    Example:
+        >>> pool = TokenizerPool(tokenizer, size=2)  # doctest: +SKIP
+        >>> with pool.borrow() as copy_of_it:  # doctest: +SKIP
+        ...     copy_of_it("query", "passage")
+    """
+
+    def __init__(self, tokenizer: Any, size: int) -> None:
+        fast = getattr(tokenizer, "is_fast", False)
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(max(size, 1) if fast else 1):
+            self._free.put(copy.deepcopy(tokenizer) if fast else tokenizer)
+
+    @contextmanager
+    def borrow(self) -> Iterator[Any]:
+        tokenizer = self._free.get()
+        try:
+            yield tokenizer
+        finally:
+            self._free.put(tokenizer)
 
 
 @dataclass
@@ -67,7 +101,7 @@ class _Job:
 @dataclass
 class _Group:
     jobs: list[_Job]
-    steps: Generator[tuple[int, int], None, list[Any]]
+    steps: Generator[Batch, None, list[Any]]
     split: Callable[[list[Any]], list[Any]] = field(repr=False)  # the group's answer -> one answer per job
 
 
@@ -89,6 +123,7 @@ class Engine:
         *,
         batch_size: int = 32,
         on_batch: Callable[[str, int, int], None] | None = None,
+        tokenizer_copies: int | None = None,
     ) -> None:
         if reranker is None and pruner is None:
             raise ValueError("an Engine needs a reranker, a pruner, or both.")
@@ -97,14 +132,14 @@ class Engine:
         self.on_batch = on_batch or (lambda kind, pairs, tokens: None)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._local = threading.local()
+        copies = tokenizer_copies or min(4, os.cpu_count() or 1)  # requests tokenized at once
+        self._tokenizers = {id(model): TokenizerPool(model.tokenizer, copies) for model in (reranker, pruner) if model is not None}
         self._step_started: float | None = None  # when the batch now running began (None: idle)
         self.pending = 0  # jobs waiting or running
 
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer of the model that scores pairs (this thread's own copy)."""
-        return self._thread_copy(self.reranker or self.pruner)
+    def borrow_tokenizer(self, model: Any = None) -> AbstractContextManager[Any]:
+        """A copy of ``model``'s tokenizer (default: the model that scores pairs) for this thread, while in use."""
+        return self._tokenizers[id(model or self.reranker or self.pruner)].borrow()
 
     @property
     def max_length(self) -> int:
@@ -113,20 +148,6 @@ class Engine:
     @property
     def scaler(self) -> Any:
         return self.reranker.scaler if self.reranker is not None else None
-
-    def _thread_copy(self, model: Any) -> Any:
-        """``model.tokenizer``, copied once per thread when it is a fast (Rust) tokenizer.
-
-        Two threads calling one fast tokenizer with different truncation settings raise
-        "Already borrowed"; slow (pure Python) tokenizers have no such state and are shared.
-        """
-        tokenizer = model.tokenizer
-        if not getattr(tokenizer, "is_fast", False):
-            return tokenizer
-        copies = self._local.__dict__.setdefault("copies", {})
-        if id(model) not in copies:
-            copies[id(model)] = copy.deepcopy(tokenizer)
-        return copies[id(model)]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="jace-model-worker", daemon=True)
@@ -160,16 +181,17 @@ class Engine:
         features = self._check_lengths(model, pairs, limit, truncate)
         if self.reranker is not None:
             return Encoded("score", features, len(pairs), sum(len(ids) for ids in features["input_ids"]))
-        plan = self.pruner.plan_pruning([(q, [p]) for q, p in pairs], tokenizer=self._thread_copy(self.pruner))  # type: ignore[union-attr]
+        with self.borrow_tokenizer(self.pruner) as tokenizer:
+            plan = self.pruner.plan_pruning([(q, [p]) for q, p in pairs], tokenizer=tokenizer)  # type: ignore[union-attr]
         return Encoded("score", plan, len(pairs), plan.tokens)
 
     def _check_lengths(self, model: Any, pairs: Sequence[Pair], limit: int, truncate: bool) -> dict[str, list[list[int]]]:
         from jace.cross_encoder import encode_pairs
 
-        tokenizer = self._thread_copy(model)
+        with self.borrow_tokenizer(model) as tokenizer:
+            features = encode_pairs(tokenizer, pairs, limit if truncate else limit + 1)
         if truncate:
-            return encode_pairs(tokenizer, pairs, limit)
-        features = encode_pairs(tokenizer, pairs, limit + 1)
+            return features
         too_long = [i for i, ids in enumerate(features["input_ids"]) if len(ids) > limit]
         if too_long:
             raise TooLong(too_long[0], len(features["input_ids"][too_long[0]]), len(too_long), limit)
@@ -178,7 +200,10 @@ class Engine:
     def cut(self, texts: Sequence[str], side: str, *, budget: int | None = None, query: str | None = None) -> list[str]:
         """Cut each text to ``budget`` tokens (and to what the model has left after ``query``), keeping
         its start (``side="right"``) or its end (``"left"``, TEI's truncation_direction). Needs offsets."""
-        tokenizer = self.tokenizer
+        with self.borrow_tokenizer() as tokenizer:
+            return self._cut(tokenizer, texts, side, budget, query)
+
+    def _cut(self, tokenizer: Any, texts: Sequence[str], side: str, budget: int | None, query: str | None) -> list[str]:
         if not getattr(tokenizer, "is_fast", False):
             raise LookupError("cutting texts by tokens needs a fast tokenizer; this model's has no offsets. "
                               "Leave the option out: the model truncates long texts on the right.")  # fmt: skip
@@ -200,7 +225,8 @@ class Engine:
         """Split and tokenize one query's contexts for pruning, once."""
         if self.pruner is None:
             raise LookupError("no pruner is loaded; start the server with --pruner FOLDER (or a PruningEncoder as MODEL).")
-        plan = self.pruner.plan_pruning([(query, list(contexts))], tokenizer=self._thread_copy(self.pruner))
+        with self.borrow_tokenizer(self.pruner) as tokenizer:
+            plan = self.pruner.plan_pruning([(query, list(contexts))], tokenizer=tokenizer)
         return Encoded("prune", plan, len(contexts), plan.tokens)
 
     # ---- asking, from the event loop ----------------------------------------------------------
@@ -269,12 +295,16 @@ class Engine:
                 continue
             self._step_started = now
             try:
-                items, tokens = next(group.steps)
-                self.on_batch(group.jobs[0].encoded.kind, items, tokens)
+                batch = next(group.steps)
+                self.on_batch(group.jobs[0].encoded.kind, batch.items, batch.tokens)
+                if batch.last:
+                    next(group.steps)  # no model work left: the answer, at once (StopIteration)
             except StopIteration as finished:
                 answers = group.split(finished.value)
                 for job, answer in zip(group.jobs, answers):
                     job.loop.call_soon_threadsafe(_settle, job.future, answer, None)
+                if not active and self._queue.empty():
+                    _give_back_memory()
                 continue
             except Exception as error:  # noqa: BLE001 - handed to every request of the group
                 for job in group.jobs:
@@ -338,6 +368,24 @@ class Engine:
         return _Group(jobs, steps, lambda results: _split([_pruner_score(r[0].reranking_score, raw_scores) for r in results], sizes))
 
 
+def _malloc_trim() -> Callable[[], Any] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def _give_back_memory() -> None:
+    """Return the heap pages a large request freed to the OS once the worker is idle. glibc keeps
+    them otherwise, and the server's resident memory stays at its peak (measured in docs/reliability.md)."""
+    if _TRIM is not None:
+        _TRIM()
+
+
 def _split(values: list[Any], sizes: list[int]) -> list[list[Any]]:
     parts, start = [], 0
     for size in sizes:
@@ -352,9 +400,9 @@ def _pruner_score(score: float, raw: bool) -> float:
     return math.log(score / (1 - score)) if 0 < score < 1 else math.copysign(float("inf"), score - 0.5)
 
 
-def _failing(error: Exception) -> Generator[tuple[int, int], None, list[Any]]:
+def _failing(error: Exception) -> Generator[Batch, None, list[Any]]:
     raise error
-    yield (0, 0)  # pragma: no cover - makes this a generator
+    yield Batch(0, 0, True)  # pragma: no cover - makes this a generator
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
