@@ -105,9 +105,11 @@ def measure(model: str, label: str, big: int, repeats: int) -> dict[str, object]
             begun = time.perf_counter()
             assert server.rerank(texts).status_code == 200
             totals.append(time.perf_counter() - begun)
+            while httpx.get(server.url + "/metrics").text.count("jace_queue_depth 0.0") == 0:
+                time.sleep(0.05)  # the worker is idle (it gives freed memory back then)
             rss.append(server.rss_mb())
         row[f"{big}-text request s (median of {repeats})"] = round(statistics.median(totals), 2)
-        row[f"RSS MB: idle, after 1st, after large request {repeats}"] = f"{idle:.0f}, {rss[1]:.0f}, {rss[repeats]:.0f}"
+        row["RSS MB: idle, then after each large request"] = ", ".join(f"{value:.0f}" for value in [idle, *rss[1:]])
 
         with ThreadPoolExecutor(1) as pool:
             first = server.batches()

@@ -135,6 +135,19 @@ def test_evaluation_uses_the_rows_own_spans_and_skips_unrankable_queries(encoder
     assert report["n_queries_unrankable"] == 1  # one text: MRR would be 1 whatever the model does
 
 
+def test_evaluate_pruner_mrr_counts_a_tie_against_the_relevant_text_like_evaluate_reranker(encoder):
+    from jace.metrics import reranking_metrics
+    from jace.pruning.evaluation import evaluate_rows
+
+    text = "梅雨は東アジアの気象です。"  # the same text twice: the model scores both alike, a tie
+    rows = [{"query": "梅雨", "texts": [text, text], "labels": [0, 1], "context_spans": [[[0, len(text)]]] * 2,
+             "context_spans_relevance": [[0], [1]], "answers": ["梅雨"]}]  # fmt: skip
+    report = evaluate_rows(encoder, rows, thresholds=(0.5,), batch_size=1)  # one text a pass: bit-identical scores
+    scores = [r.reranking_score for r in encoder.prune("梅雨", [text, text], batch_size=1)]
+    assert scores[0] == scores[1]
+    assert report["mrr"] == reranking_metrics([scores], [1])["mrr@10"] == 0.5
+
+
 def test_random_baseline_keeps_about_one_minus_threshold_and_keeps_all_at_zero():
     from jace.pruning.evaluation import random_baseline
 

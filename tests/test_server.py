@@ -179,10 +179,16 @@ def test_bad_requests_get_a_4xx_that_says_why_and_the_server_keeps_answering(ser
     assert server.post("/rerank", {"query": QUERY, "texts": TEXTS}).status_code == 200
 
 
-def test_long_texts_are_truncated_when_asked_from_either_side(server):
-    for direction in ("right", "left"):
-        response = server.post("/rerank", {"query": QUERY, "texts": ["猫" * 2000, "犬"], "truncate": True, "truncation_direction": direction})
+def test_long_texts_are_truncated_when_asked_from_either_side(server, direct):
+    long = "犬" * 1000 + "猫" * 1000  # one token a character: the head and the tail differ
+    room = 512 - len(direct.tokenizer(QUERY, "x")["input_ids"]) + 1  # tokens left for the text after the query
+    scores = {}
+    for direction, kept in (("right", long[:room]), ("Left", long[-room:])):
+        response = server.post("/rerank", {"query": QUERY, "texts": [long], "truncate": True, "truncation_direction": direction})
         assert response.status_code == 200, response.text
+        scores[direction] = response.json()[0]["score"]
+        assert scores[direction] == pytest.approx(direct.run([(QUERY, kept)])[0], abs=1e-5), direction
+    assert scores["right"] != pytest.approx(scores["Left"], abs=1e-6)
 
 
 def test_api_key_is_required_except_on_health_and_compared_in_constant_time(tiny_bert_dir):

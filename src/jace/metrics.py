@@ -12,7 +12,7 @@ the model predicts). Reports count them as ``n_prompts_unrankable``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,12 +198,31 @@ def plot_report(
     return save_figure(fig, path)
 
 
+def relevant_rank(scores: Sequence[float], relevant: Collection[int]) -> int:
+    """1-based rank of the best-placed relevant candidate, the one tie rule of every MRR in jace:
+    a non-relevant candidate scoring the same as the best relevant one is ranked above it (a
+    model that scores everything alike gets no credit for the candidates' order).
+
+    Example:
+        >>> relevant_rank([0.5, 0.5, 0.1], [1])  # a tie counts against the relevant candidate
+        2
+        >>> relevant_rank([0.2, 0.9, 0.9], [1, 2])
+        1
+    """
+    values = np.asarray(scores, dtype=float)
+    if not relevant or not all(0 <= index < len(values) for index in relevant):
+        raise ValueError(f"relevant indices {sorted(relevant)} must be non-empty and within the {len(values)} candidates.")
+    best = values[list(relevant)].max()
+    others = np.ones(len(values), dtype=bool)
+    others[list(relevant)] = False
+    return 1 + int((values[others] >= best).sum())
+
+
 def reranking_metrics(scores: Sequence[Sequence[float]], relevant: Sequence[int], k: int = 10) -> dict[str, float]:
     """MRR@k and nDCG@k of one relevant candidate per query, averaged over queries.
 
     ``scores[q]`` scores query q's candidates; ``relevant[q]`` is the index of its relevant one.
-    A tie with the relevant candidate counts against it (a model that scores everything alike
-    gets no credit for the candidates' order).
+    A tie with the relevant candidate counts against it (:func:`relevant_rank`).
 
     Example:
         >>> reranking_metrics([[0.9, 0.1], [0.2, 0.8]], [0, 0], k=10)
@@ -213,10 +232,9 @@ def reranking_metrics(scores: Sequence[Sequence[float]], relevant: Sequence[int]
         raise ValueError(f"scores and relevant must be non-empty and the same length ({len(scores)} vs {len(relevant)}).")
     reciprocal, ndcg = [], []
     for query_scores, index in zip(scores, relevant):
-        values = np.asarray(query_scores, dtype=float)
-        if not 0 <= index < len(values):
-            raise ValueError(f"relevant index {index} is outside the {len(values)} candidates of its query.")
-        rank = 1 + int((values >= values[index]).sum()) - 1
+        if not 0 <= index < len(query_scores):
+            raise ValueError(f"relevant index {index} is outside the {len(query_scores)} candidates of its query.")
+        rank = relevant_rank(query_scores, [index])
         reciprocal.append(1.0 / rank if rank <= k else 0.0)
         ndcg.append(1.0 / np.log2(rank + 1) if rank <= k else 0.0)
     return {f"mrr@{k}": float(np.mean(reciprocal)), f"ndcg@{k}": float(np.mean(ndcg)), "n_queries": len(scores)}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from sklearn.metrics import fbeta_score, ndcg_score
 
-from jace.metrics import rankable
+from jace.metrics import rankable, relevant_rank
 from jace.pruning.encoder import PruningEncoder, PruningResult
 from jace.pruning.selection import keep_masks
 from jace.pruning.sentences import compression_rate, join_kept
@@ -148,9 +148,7 @@ def _report(rows, results, thresholds, *, k: int, target_has_answer: float | Non
             if not rankable(row["labels"]):
                 continue
             scores = [r.reranking_score for r in per_text]
-            order = np.argsort(scores)[::-1]
-            ranks = [rank + 1 for rank, i in enumerate(order) if row["labels"][i]]
-            rr.append(1.0 / ranks[0])
+            rr.append(1.0 / relevant_rank(scores, [i for i, label in enumerate(row["labels"]) if label]))
             ndcg.append(float(ndcg_score(np.asarray([row["labels"]]), np.asarray([scores]), k=k)))
         report["mrr"] = float(np.mean(rr)) if rr else None
         report[f"ndcg@{k}"] = float(np.mean(ndcg)) if ndcg else None
