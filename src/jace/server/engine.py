@@ -336,13 +336,20 @@ class Engine:
             kind = job.encoded.kind
             members = merging.setdefault((kind, job.key), [])
             if members and sum(m.encoded.size for m in members) + job.encoded.size > self.batch_size:
-                active.append(self._group(members))
+                self._enqueue(active, members)
                 members = merging[(kind, job.key)] = []
             members.append(job)
         for members in merging.values():
             if members:
-                active.append(self._group(members))
+                self._enqueue(active, members)
         return stop
+
+    def _enqueue(self, active: deque[_Group], jobs: list[_Job]) -> None:
+        try:
+            active.append(self._group(jobs))
+        except Exception as error:  # noqa: BLE001 - the requests get the error; the worker goes on
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_settle, job.future, None, error)
 
     def _group(self, jobs: list[_Job]) -> _Group:
         """One step generator over the jobs' merged inputs, and how to split its answer back per job."""
