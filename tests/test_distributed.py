@@ -15,7 +15,7 @@ def test_training_runs_unchanged_under_torchrun_with_two_gloo_processes(tiny_ber
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port, chosen by torchrun
             "-m", "jace", "train", "--train", str(train), "--eval", str(valid), "--model", str(tiny_bert_dir),
             "--output-dir", str(run), "--epochs", "1", "--batch-size", "4", "--device", "cpu",
         ],
