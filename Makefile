@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(TEST_ENV) OMP_NUM_THREADS=2 $(VENV)/bin/jace demo --output-dir runs/demo
 
 test: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q --doctest-modules src/jace tests
 
 # The benchmark peers (ONNX Runtime, OpenVINO, NNCF): not needed by jace, its tests or the demo.
 bench-deps: $(STAMP)

@@ -143,7 +143,8 @@ def init_missing_pooler(model: PreTrainedModel, missing_keys: Iterable[str]) -> 
     then adapts the pooler (jace trains it with the head). Measured in docs/benchmarks.md.
 
     Example:
-        >>> model = load_sequence_regressor("runs/e5")  # doctest: +SKIP  (converted e5: no pooler)
+        >>> model = load_sequence_regressor("runs/e5")  # doctest: +SKIP
+        >>> # the converted e5 ships no pooler, so jace starts it as the identity
         >>> bool((model.bert.pooler.dense.weight == torch.eye(384)).all())  # doctest: +SKIP
         True
     """
